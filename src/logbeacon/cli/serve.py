@@ -1,0 +1,209 @@
+"""`logbeacon serve`: run the ingestion and query server under uvicorn.
+
+Every flag has an environment variable (docs/server.md lists them); a flag wins over its
+variable. Settings are validated before anything binds, so a bad value or an unsafe exposure
+(listening beyond loopback without keys) stops with a message naming what to set.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
+
+import typer
+
+from logbeacon.cli._common import fail, safe_text, stderr_console
+
+if TYPE_CHECKING:
+    from logbeacon.server.settings import Settings
+
+__all__ = ["register", "serve"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(  # noqa: PLR0917 - Typer maps each parameter to an option
+    host: Annotated[
+        str | None,
+        typer.Option(
+            help="Bind address (env LOGBEACON_HOST; default 127.0.0.1).", show_default=False
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(help="Port (env LOGBEACON_PORT; default 8765).", show_default=False),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="Data directory (env LOGBEACON_DATA_DIR; default ./.logbeacon).",
+            show_default=False,
+        ),
+    ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Store URL, e.g. sqlite:///var/lib/logbeacon/events.db (env LOGBEACON_STORE; "
+            "default: events.db in the data directory).",
+            show_default=False,
+        ),
+    ] = None,
+    environment: Annotated[
+        str | None,
+        typer.Option(
+            help="Environment name; prod turns the level policy on (env ENVIRONMENT; default dev).",
+            show_default=False,
+        ),
+    ] = None,
+    stdout: Annotated[
+        bool | None,
+        typer.Option(
+            "--stdout/--no-stdout",
+            help="Mirror accepted events to stdout as JSON lines (env LOGBEACON_STDOUT=1).",
+            show_default=False,
+        ),
+    ] = None,
+    retention_days: Annotated[
+        int | None,
+        typer.Option(
+            help="Purge events older than this (env LOGBEACON_RETENTION_DAYS; default 14).",
+            show_default=False,
+        ),
+    ] = None,
+    durability: Annotated[
+        str | None,
+        typer.Option(
+            help="normal: survives a process crash; full: survives power loss "
+            "(env LOGBEACON_DURABILITY; default normal).",
+            show_default=False,
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest request body, also after gzip (env LOGBEACON_MAX_BODY_BYTES; "
+            "default 1048576).",
+            show_default=False,
+        ),
+    ] = None,
+    max_batch: Annotated[
+        int | None,
+        typer.Option(
+            help="Most events per request (env LOGBEACON_MAX_BATCH; default 1000).",
+            show_default=False,
+        ),
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Events per second per client (IP and key) (env LOGBEACON_RATE; default 50).",
+            show_default=False,
+        ),
+    ] = None,
+    burst: Annotated[
+        int | None,
+        typer.Option(
+            help="Bucket size per client (env LOGBEACON_BURST; default 500).", show_default=False
+        ),
+    ] = None,
+) -> None:
+    """Run the ingestion and query server (dashboard URL printed at start)."""
+    from logbeacon.exceptions import ConfigError, StoreError
+    from logbeacon.server.app import create_app
+    from logbeacon.server.settings import Settings
+
+    try:
+        settings = Settings.from_env(
+            os.environ,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            store=store,
+            environment=environment,
+            stdout=stdout,
+            retention_days=retention_days,
+            durability=durability,
+            max_body_bytes=max_body_bytes,
+            max_batch=max_batch,
+            rate=rate,
+            burst=burst,
+        )
+        app = create_app(settings)
+    except (ConfigError, StoreError) as exc:
+        fail(str(exc), code=2)
+    except OSError as exc:
+        fail(f"cannot use the data directory: {exc.strerror or type(exc).__name__}", code=2)
+
+    _print_banner(settings, app.state.logbeacon.generated_read_token)
+    _run(app, settings)
+
+
+def _base_url(settings: Settings) -> str:
+    host = settings.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}"
+
+
+def _print_banner(settings: Settings, generated_token: str | None) -> None:
+    console = stderr_console()
+    base = _base_url(settings)
+    lines = [f"logbeacon serving on {base}"]
+    if generated_token is not None:
+        lines.append(f"  dashboard: {base}/?token={generated_token}")
+        lines.append(f"  read token saved to {settings.data_dir / 'read_token'} (mode 0600)")
+    else:
+        lines.append(f"  dashboard: {base}/ (read token from LOGBEACON_READ_TOKENS)")
+    store = (
+        _without_credentials(settings.store) if settings.store else f"sqlite in {settings.data_dir}"
+    )
+    survives = "power loss" if settings.durability == "full" else "a process crash"
+    lines.append(f"  store: {store}; acknowledged events survive {survives}")
+    policy = "warn and above (level policy on)" if settings.is_prod else "every level"
+    lines.append(f"  environment: {settings.environment}; storing {policy}")
+    if settings.ingest_open:
+        lines.append("  ingestion: open to loopback clients only (no keys configured)")
+    for line in lines:
+        console.print(safe_text(line))
+
+
+def _without_credentials(url: str) -> str:
+    """A store URL fit for printing: any `user:password@` is dropped."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"***@{host}"))
+
+
+def _log_config() -> dict[str, Any]:
+    """uvicorn's logging plus our `logbeacon` logger, to stderr; no access log (URLs may
+    carry `?token=`, and request lines are not ours to keep)."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["logbeacon"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
+
+
+def _run(app: Any, settings: Settings) -> None:
+    import uvicorn
+
+    trusted = list(settings.trusted_proxies)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=False,
+        log_config=_log_config(),
+        proxy_headers=bool(trusted),
+        forwarded_allow_ips=trusted or None,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )

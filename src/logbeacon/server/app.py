@@ -1,0 +1,166 @@
+"""`create_app(settings)`: the server as a factory (STYLE.md 11).
+
+It wires one router per resource, the pure-ASGI middleware, the error handlers (one module)
+and the lifespan that opens and closes the store. Everything a router needs is in one
+`ServerState` on `app.state.logbeacon`; tests pass their own store or clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Final
+
+from fastapi import FastAPI
+
+from logbeacon._version import __version__
+from logbeacon.redact import Redactor, default_redactor
+from logbeacon.server import diagnostics, health, ingest, query
+from logbeacon.server.auth import DIAG_HEADER, Authenticator
+from logbeacon.server.diagnostics import DiagnosticTokens
+from logbeacon.server.errors import ApiResponse, install_error_handlers
+from logbeacon.server.metrics import ServerMetrics
+from logbeacon.server.middleware import CorsMiddleware, SecurityHeadersMiddleware
+from logbeacon.server.policy import LevelPolicy
+from logbeacon.server.ratelimit import TokenBucketLimiter
+from logbeacon.server.settings import Settings
+from logbeacon.server.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
+from logbeacon.server.state import ServerState
+from logbeacon.store import open_store
+from logbeacon.store.base import Store
+
+__all__ = ["READ_TOKEN_FILE", "create_app", "load_or_create_read_token"]
+
+log = logging.getLogger("logbeacon.server")
+
+READ_TOKEN_FILE: Final = "read_token"  # noqa: S105 - a file name
+_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{32,128}")
+_CORS_HEADERS: Final = (
+    "authorization",
+    "content-type",
+    "content-encoding",
+    "traceparent",
+    "x-request-id",
+    DIAG_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+)
+
+
+def load_or_create_read_token(data_dir: Path) -> str:
+    """The generated read token of this data dir, created on first start (mode 0600).
+
+    Reusing it across restarts keeps dashboard links and the local CLI working; the file is
+    readable only by the user running the server.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / READ_TOKEN_FILE
+    try:
+        existing = path.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        existing = ""
+    if _TOKEN_RE.fullmatch(existing):
+        with contextlib.suppress(OSError):
+            path.chmod(0o600)
+        return existing
+    token = secrets.token_urlsafe(32)
+    temporary = path.with_name(f".{READ_TOKEN_FILE}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, f"{token}\n".encode("ascii"))
+        os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    temporary.replace(path)
+    return token
+
+
+def _build_store(settings: Settings) -> Store:
+    return open_store(
+        settings.store or "sqlite:",
+        data_dir=settings.data_dir,
+        durability=settings.durability,
+        retention_days=settings.retention_days,
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    clock: Callable[[], float] | None = None,
+    redactor: Redactor | None = None,
+) -> FastAPI:
+    """Build the server app. The app owns `store` (opened and closed by its lifespan).
+
+    `clock` (epoch seconds) replaces both the wall clock and the rate limiter's monotonic
+    clock, so tests can freeze or advance time.
+    """
+    settings = settings or Settings()
+    wall = clock or time.time
+    own_store = store is None
+    if store is None:
+        store = _build_store(settings)
+    generated = None
+    read_tokens = settings.read_tokens
+    if not read_tokens:
+        generated = load_or_create_read_token(settings.data_dir)
+        read_tokens = (generated,)
+    state = ServerState(
+        settings=settings,
+        store=store,
+        auth=Authenticator(settings, read_tokens, clock=wall),
+        limiter=TokenBucketLimiter(
+            settings.rate,
+            settings.burst,
+            max_keys=settings.rate_limit_max_keys,
+            clock=clock or time.monotonic,
+        ),
+        diagnostics=DiagnosticTokens(settings.diagnostic_secret, clock=wall),
+        policy=LevelPolicy(enabled=settings.is_prod),
+        redactor=redactor or default_redactor(),
+        metrics=ServerMetrics(),
+        clock=wall,
+        generated_read_token=generated,
+    )
+
+    started = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal started
+        if started and own_store:
+            # A closed store cannot reopen; a restarted app (test harnesses) gets a new one.
+            state.store = _build_store(settings)
+        started = True
+        # The store runs its own background work (group commit, retention purge).
+        await state.store.open()
+        try:
+            yield
+        finally:
+            await state.store.close()
+
+    app = FastAPI(
+        title="logbeacon",
+        version=__version__,
+        summary="Ingestion and query API of logbeacon serve",
+        docs_url=None,  # the Swagger/ReDoc pages load scripts from a CDN
+        redoc_url=None,
+        default_response_class=ApiResponse,
+        lifespan=lifespan,
+    )
+    app.state.logbeacon = state
+    install_error_handlers(app)
+    for module in (ingest, query, health, diagnostics):
+        app.include_router(module.router)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(
+        CorsMiddleware, allowed_origins=settings.allowed_origins, allow_headers=_CORS_HEADERS
+    )
+    return app
