@@ -6,11 +6,13 @@ bound in the context and redaction on (it cannot be turned off). Also measured: 
 filtered out by level, for logbeacon and structlog.
 
 Time is the benchmark thread's CPU time (user + system, so each write syscall counts), which
-keeps other processes on a shared machine out of the numbers. Each measurement is repeated
-(``--repeat``, default 7) and the median reported, as a Markdown table with ratios to bare
-structlog+orjson. Run:
+keeps time spent waiting for a core out of the numbers. The cases run interleaved in rounds
+(``--repeat``, default 15, of ``--events`` calls each); the table gives each case's median
+ns/event and the median of its per-round ratios to bare structlog+orjson measured in the same
+round, with the interquartile range of those ratios (see `measure_all` for why paired ratios).
+Run:
 
-    .venv/bin/python bench/sdk_overhead.py [--events 20000] [--repeat 7]
+    .venv/bin/python bench/sdk_overhead.py [--events 10000] [--repeat 15] [--core]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -216,55 +219,104 @@ FILTERED: list[tuple[str, Setup]] = [
 ]
 
 
+@dataclass
+class Result:
+    """One case: its CPU ns per call in every round, and its ratio to the baseline per round."""
+
+    name: str
+    ns: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+
+    @property
+    def median_ns(self) -> float:
+        return statistics.median(self.ns)
+
+    @property
+    def median_ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def ratio_range(self) -> tuple[float, float]:
+        quartiles = statistics.quantiles(self.ratios, n=4)
+        return quartiles[0], quartiles[2]
+
+
 def measure_all(
     cases: list[tuple[str, Setup]], directory: Path, events: int, repeat: int
-) -> list[tuple[str, float]]:
-    """Median CPU ns per call for each case, the cases interleaved round by round.
+) -> list[Result]:
+    """CPU ns per call for each case, the cases interleaved round by round.
 
-    Interleaving means a burst of load from elsewhere hits every case alike instead of
-    whichever happened to be running.
+    The first case is the baseline. Each round runs every case once, in forward order on even
+    rounds and reversed on odd ones (so no case always runs right after a warm-up or a slow
+    neighbour), and records each case's ratio to the baseline *of the same round*. On a
+    shared machine the speed of a core drifts with what else runs on it (frequency, caches,
+    the other core's load) over seconds; two cases measured back to back see nearly the same
+    conditions, so their ratio cancels most of that drift, and the median of these paired
+    ratios resists the odd round where a burst hit only one case. A ratio of medians would
+    compare numbers taken minutes apart under different load.
     """
     calls = [(name, *setup(directory)) for name, setup in cases]
     try:
         for _, call, _ in calls:
             for _ in range(min(events, 2000)):  # warm caches (timestamps, redactor, keys)
                 call()
-        samples: dict[str, list[float]] = {name: [] for name, _, _ in calls}
-        for _ in range(repeat):
-            for name, call, _ in calls:
-                samples[name].append(_time_per_call(call, events))
-        return [(name, statistics.median(samples[name])) for name, _, _ in calls]
+        results = [Result(name) for name, _, _ in calls]
+        for round_index in range(repeat):
+            order = list(range(len(calls)))
+            if round_index % 2:
+                order.reverse()
+            round_ns: dict[int, float] = {}
+            for index in order:
+                round_ns[index] = _time_per_call(calls[index][1], events)
+            for index, result in enumerate(results):
+                result.ns.append(round_ns[index])
+                result.ratios.append(round_ns[index] / round_ns[0])
+        return results
     finally:
         for _, _, close in calls:
             close()
 
 
+def _row(result: Result, note: str = "") -> str:
+    low, high = result.ratio_range
+    return (
+        f"| {result.name} | {result.median_ns:,.0f} | {result.median_ratio:.2f}{note} "
+        f"| {low:.2f}–{high:.2f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=20_000, help="calls per repetition")
-    parser.add_argument("--repeat", type=int, default=7, help="repetitions (median reported)")
+    parser.add_argument("--events", type=int, default=10_000, help="calls per round")
+    parser.add_argument("--repeat", type=int, default=15, help="rounds (medians reported)")
+    parser.add_argument(
+        "--core",
+        action="store_true",
+        help="only bare structlog and logbeacon (skip stdlib, python-json-logger, loguru)",
+    )
     args = parser.parse_args()
     if args.repeat < 5:
         parser.error("--repeat must be at least 5")
 
+    cases = CASES[:2] if args.core else CASES
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
-        emitted = measure_all(CASES, directory, args.events, args.repeat)
+        emitted = measure_all(cases, directory, args.events, args.repeat)
         filtered = measure_all(FILTERED, directory, args.events * 10, args.repeat)
         sizes = {p.name: p.stat().st_size for p in directory.iterdir()}
 
-    base = emitted[0][1]
-    filtered_base = filtered[0][1]
     print(
         f"Python {sys.version.split()[0]}, structlog {structlog.__version__}, "
-        f"{args.events} events x {args.repeat} runs, median CPU ns/event\n"
+        f"{args.events} events x {args.repeat} rounds; CPU ns/event is the median over "
+        "rounds, the ratio the median of per-round ratios to the baseline measured in the "
+        "same round (interquartile range beside it)\n"
     )
-    print("| logger | ns/event | × bare structlog |")
-    print("|---|---:|---:|")
-    for name, ns in emitted:
-        print(f"| {name} | {ns:,.0f} | {ns / base:.2f} |")
-    for name, ns in filtered:
-        print(f"| {name} | {ns:,.0f} | {ns / filtered_base:.2f} (vs structlog filtered) |")
+    print("| logger | ns/event | × bare structlog | ratio IQR |")
+    print("|---|---:|---:|---:|")
+    for result in emitted:
+        print(_row(result))
+    for result in filtered:
+        print(_row(result, " (vs structlog filtered)"))
     if any(size == 0 for name, size in sizes.items() if "filtered" not in name):
         print("\nwarning: a logger wrote nothing; check its setup", file=sys.stderr)
 

@@ -236,45 +236,63 @@ def parse_timestamp(value: object) -> float:
 _id_lock = threading.Lock()
 _id_last_ms = 0
 _id_seq = 0
+# The two ends of every id in `_id_last_ms`: "tttttttt-tttt-7" and "-vrrr-rrrrrrrrrrrr".
+_id_head = ""
+_id_tail = ""
+_HEX_DIGITS: Final = "0123456789abcdef"
+_HEX_PAIRS: Final = tuple(f"{i:02x}" for i in range(256))
+_time_ns: Final = time.time_ns
+_getrandbits: Final = random.getrandbits
 
 
 def _reset_id_state() -> None:
-    global _id_last_ms, _id_seq  # noqa: PLW0603 - module state is the generator's memory
-    _id_last_ms = 0
+    global _id_lock, _id_last_ms, _id_seq  # noqa: PLW0603 - module state is the generator's memory
+    # A fork while another thread held the lock must not leave the child's ids deadlocked.
+    _id_lock = threading.Lock()
+    _id_last_ms = 0  # forces fresh random bits on the child's first id
     _id_seq = 0
 
 
 os.register_at_fork(after_in_child=_reset_id_state)
 
 
+def _id_affixes(ms: int) -> tuple[str, str]:
+    """The time prefix of millisecond `ms` and a suffix of 62 fresh random bits."""
+    stamp = hex(0x1_0000_0000_0000 | (ms & 0xFFFF_FFFF_FFFF))  # "0x1" + 12 hex digits
+    rand = hex(0x8000_0000_0000_0000 | _getrandbits(62))  # "0x" + variant 0b10 + 62 bits
+    return f"{stamp[3:11]}-{stamp[11:]}-7", f"-{rand[2:6]}-{rand[6:]}"
+
+
 def new_event_id() -> str:
     """A UUIDv7 (RFC 9562): time-ordered, so ids sort like the events they name.
 
-    Within one millisecond a 12-bit counter keeps ids from one process strictly increasing;
-    62 random bits keep processes apart.
+    Within one millisecond a 12-bit counter (random start) keeps ids from one process
+    strictly increasing; 62 random bits keep processes apart. Those bits are drawn afresh
+    for every millisecond rather than for every id: ids of one process in one millisecond
+    already differ by the counter, another process's bits differ from ours just as likely
+    either way, and formatting the 80 bits around the counter once per millisecond is most
+    of what an id used to cost on the logging hot path.
     """
-    global _id_last_ms, _id_seq  # noqa: PLW0603
-    now_ms = time.time_ns() // 1_000_000
-    with _id_lock:
-        if now_ms <= _id_last_ms:
-            _id_seq += 1
-            if _id_seq > 0xFFF:  # counter exhausted: borrow the next millisecond
-                _id_last_ms += 1
-                _id_seq = 0
-            now_ms = _id_last_ms
-        else:
+    global _id_last_ms, _id_seq, _id_head, _id_tail  # noqa: PLW0603
+    now_ms = _time_ns() // 1_000_000
+    lock = _id_lock
+    lock.acquire()
+    try:
+        if now_ms > _id_last_ms:
             _id_last_ms = now_ms
-            _id_seq = random.getrandbits(8)  # random start leaves room to count up
-        seq = _id_seq
-    value = (
-        (now_ms & 0xFFFF_FFFF_FFFF) << 80
-        | 0x7 << 76
-        | seq << 64
-        | 0b10 << 62
-        | random.getrandbits(62)
-    )
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+            seq = _id_seq = _getrandbits(8)  # random start leaves room to count up
+            head, tail = _id_head, _id_tail = _id_affixes(now_ms)
+        else:
+            seq = _id_seq + 1
+            if seq > 0xFFF:  # counter exhausted: borrow the next millisecond
+                _id_last_ms += 1
+                seq = 0
+                _id_head, _id_tail = _id_affixes(_id_last_ms)
+            _id_seq = seq
+            head, tail = _id_head, _id_tail
+    finally:
+        lock.release()
+    return f"{head}{_HEX_DIGITS[seq >> 8]}{_HEX_PAIRS[seq & 0xFF]}{tail}"
 
 
 def is_valid_trace_id(value: object) -> bool:

@@ -559,9 +559,10 @@ class Redactor:
 
     Build one per configuration (regexes compile at import, key phrases here) and reuse it:
     it keeps bounded caches of key decisions and of recently seen benign strings, so the
-    common event — a handful of short ordinary values — costs a dict copy and a few set
-    look-ups. The caches never hold a string that was redacted. Safe to share between
-    threads: the caches' worst race is a duplicate computation.
+    common event — known keys, a handful of short ordinary values — costs one set call for
+    its keys, a type test and a set look-up per value, and a dict copy (none for the SDK
+    pipeline, see `event_redactor`). The caches never hold a string that was redacted. Safe
+    to share between threads: the caches' worst race is a duplicate computation.
     """
 
     __slots__ = (
@@ -571,6 +572,8 @@ class Redactor:
         "_extra",
         "_key_cache",
         "_phrases",
+        "_plain_keys",
+        "_redact_event_copy",
         "_words",
         "config",
     )
@@ -599,7 +602,11 @@ class Redactor:
         )
         self._extra = tuple(_compile_extra(p) for p in self.config.extra_patterns)
         self._key_cache: dict[Any, int] = {}
+        # The keys cached as plain, as a set so a whole event's keys are checked in one call
+        # (`event_redactor`). Never holds `_redacted`, which redact_event treats specially.
+        self._plain_keys: set[Any] = set()
         self._benign: set[str] = set()
+        self._redact_event_copy = self._event_redactor(copy=True)
 
     # ----------------------------------------------------------------- keys
 
@@ -622,7 +629,10 @@ class Redactor:
         cache = self._key_cache
         if len(cache) >= _KEY_CACHE_MAX:
             cache.clear()
+            self._plain_keys.clear()
         cache[key] = kind
+        if kind == _PLAIN and key != _REDACTED_KEY:
+            self._plain_keys.add(key)
 
     def _classify(self, key: str) -> int:
         if "[REDACTED" in key:
@@ -769,6 +779,56 @@ class Redactor:
         merged with any list already present (the server re-redacts what the SDK sent) and
         sorted; the key is absent when nothing was ever scrubbed.
         """
+        return self._redact_event_copy(event)
+
+    def event_redactor(self) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """`redact_event` for a caller that owns each event dict and hands it over.
+
+        The SDK pipeline builds a fresh dict per log call, so when nothing in it needs
+        scrubbing the returned function gives back that dict itself instead of a copy. In
+        every other case it returns what `redact_event` returns (a new dict).
+        """
+        return self._event_redactor(copy=False)
+
+    def _event_redactor(self, *, copy: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+        """The event walk behind a check for the usual event, which it leaves unchanged.
+
+        Usual means: every key already cached as plain, every value a short or known-benign
+        string, a small number, a boolean or None. Deciding that costs one set call for all
+        the keys and a few type tests per value, where the walk pays a lookup, a call and a
+        comparison per key and copies the dict first. Anything else — a new or sensitive key,
+        a container, a string that changes, a big integer, an existing ``_redacted`` (never
+        in `_plain_keys`) — goes through the walk, so the result always equals the walk's;
+        with ``copy=False`` a usual event is returned as the same object.
+        """
+        plain_keys = self._plain_keys
+        benign = self._benign
+        text = self._text
+        walk = self._walk_event
+        min_len = _MIN_SECRET_LEN
+        card_min = _CARD_MIN_INT
+        is_card = _is_card_number
+
+        def redact_event(event: dict[str, Any]) -> dict[str, Any]:
+            if type(event) is not dict or not plain_keys.issuperset(event):
+                return walk(event)
+            # The tests `_walk_dict` makes of a value under a plain key that it leaves alone.
+            for item in event.values():
+                item_type = type(item)
+                if item_type is str:
+                    if len(item) < min_len or item in benign or text(item) is item:
+                        continue
+                elif item_type is int:
+                    if item < card_min or not is_card(str(item)):
+                        continue
+                elif item is None or item_type is float or item_type is bool:
+                    continue
+                return walk(event)
+            return dict(event) if copy else event
+
+        return redact_event
+
+    def _walk_event(self, event: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(event, dict):
             result: dict[str, Any] = self._walk(event, 0, None)
             return result

@@ -341,6 +341,8 @@ def _make_method(pipeline: Pipeline, method: str) -> Callable[..., None]:
     wants_exc = method == "exception"
     seed = pipeline.seed
     service = seed["service"]
+    # The bound method, not the instance: calling an instance looks `__call__` up every time.
+    run = pipeline.__call__
 
     # `self` and `event` are positional-only so a field called `event` or `self` in **kw
     # cannot turn a log call into a TypeError.
@@ -361,7 +363,7 @@ def _make_method(pipeline: Pipeline, method: str) -> Callable[..., None]:
                 del event_dict["message"]
             if event_dict["service"] is None:
                 event_dict["service"] = service
-            pipeline(level, event_dict)
+            run(level, event_dict)
         except Exception as exc:
             _guard.report("log_call", exc)
 
@@ -538,7 +540,7 @@ def _build_pipeline(settings: Settings, sinks: list[Sink]) -> Pipeline:
     return Pipeline(
         seed=seed,
         processors=processors,
-        redact=redactor.redact_event,
+        redact=redactor.event_redactor(),
         stamp=AddTimestampAndId(clock=_state.clock, ids=_state.ids),
         render=JsonRenderer(scrub=redactor.redact, scrub_text=redactor.redact_text),
         sinks=sinks,

@@ -29,6 +29,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from functools import lru_cache
+from types import FunctionType, MethodType
 from typing import Any, Final, TypeAlias
 
 from structlog import DropEvent
@@ -234,15 +235,44 @@ class PseudonymizeUserId:
         return event_dict
 
 
+def _fast_callable(step: Callable[..., Any]) -> Callable[..., Any]:
+    """`step`, or its class's Python ``__call__`` bound to it (what calling `step` runs).
+
+    Calling an instance goes through a slot lookup every time; calling the bound method it
+    resolves to skips that, and per event that is most of what a step with nothing to do
+    costs. Functions, bound methods and builtins are returned as they are.
+    """
+    for klass in type(step).__mro__:
+        call = klass.__dict__.get("__call__")
+        if call is not None:
+            return MethodType(call, step) if isinstance(call, FunctionType) else step
+    return step
+
+
 class Pipeline:
     """Runs the processors, redacts, stamps, renders once and writes to every sink.
 
     Built whole by `configure()` and swapped atomically, so a log call sees either the old or
     the new configuration, never a mix. `seed` is the dict every event starts from (see the
     module docstring). Sink failures are reported through the guard, never raised.
+
+    `redact` receives a dict the pipeline owns (the log call built it) and may return that
+    very dict when nothing needs scrubbing (`Redactor.event_redactor`). `processors` and
+    `sinks` may be replaced on a live pipeline (tests insert steps); the processors' resolved
+    callables are refreshed with them.
     """
 
-    __slots__ = ("processors", "redact", "render", "seed", "sinks", "stamp")
+    __slots__ = (
+        "_processors",
+        "_redact",
+        "_render",
+        "_render_call",
+        "_stamp",
+        "_stamp_call",
+        "_steps",
+        "seed",
+        "sinks",
+    )
 
     def __init__(
         self,
@@ -255,20 +285,48 @@ class Pipeline:
         sinks: Sequence[Sink],
     ) -> None:
         self.seed = dict(seed)
-        self.processors = tuple(processors)
-        self.redact = redact
-        self.stamp = stamp
-        self.render = render
+        self.processors = processors
+        self._redact = redact
+        self._stamp = stamp
+        self._stamp_call = _fast_callable(stamp)
+        self._render = render
+        self._render_call = _fast_callable(render)
         self.sinks = tuple(sinks)
+
+    @property
+    def processors(self) -> tuple[Processor, ...]:
+        """The steps before redaction, in order."""
+        return self._processors
+
+    @processors.setter
+    def processors(self, processors: Sequence[Processor]) -> None:
+        steps = tuple(processors)
+        self._steps = tuple(_fast_callable(step) for step in steps)
+        self._processors = steps
+
+    @property
+    def redact(self) -> Callable[[EventDict], EventDict]:
+        """The redaction step (runs after the processors)."""
+        return self._redact
+
+    @property
+    def stamp(self) -> Processor:
+        """Adds the SDK-generated `timestamp` and `event_id` after redaction."""
+        return self._stamp
+
+    @property
+    def render(self) -> JsonRenderer:
+        """Renders the JSON line every sink receives."""
+        return self._render
 
     def __call__(self, method_name: str, event_dict: EventDict) -> None:
         try:
-            for processor in self.processors:
-                event_dict = processor(None, method_name, event_dict)
+            for step in self._steps:
+                event_dict = step(None, method_name, event_dict)
         except DropEvent:
             return
-        event_dict = self.stamp(None, method_name, self.redact(event_dict))
-        line = self.render(event_dict)
+        event_dict = self._stamp_call(None, method_name, self._redact(event_dict))
+        line = self._render_call(event_dict)
         for sink in self.sinks:
             try:
                 sink.emit(event_dict, line)

@@ -29,9 +29,11 @@ __all__ = [
 # them in this order (dicts keep insertion order), the console renderer prints them as columns.
 CANONICAL_ORDER: Final = ("timestamp", "level", "service", "event", "message")
 
-_JSON_OPTIONS: Final = (
-    orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS
-)
+# OPT_NON_STR_KEYS takes orjson off its fastest path for every dict, so events whose keys are
+# all strings (nearly all) are rendered without it; any other key makes orjson raise and the
+# event is rendered again with it. Both give the same bytes for string keys.
+_FAST_JSON_OPTIONS: Final = orjson.OPT_APPEND_NEWLINE | orjson.OPT_PASSTHROUGH_DATACLASS
+_JSON_OPTIONS: Final = _FAST_JSON_OPTIONS | orjson.OPT_NON_STR_KEYS
 # Characters orjson leaves raw that are still dangerous when a JSON line reaches a terminal or
 # a JavaScript-era parser: DEL, C1 controls (U+0080-U+009F, incl. the 8-bit CSI U+009B) and the
 # Unicode line/paragraph separators. Matched on UTF-8 bytes; \u-escaping them keeps the JSON
@@ -96,14 +98,21 @@ class JsonRenderer:
 
     def __call__(self, event: Mapping[str, Any]) -> bytes:
         try:
-            line = orjson.dumps(event, default=self._default, option=_JSON_OPTIONS)
+            line = orjson.dumps(event, default=self._default, option=_FAST_JSON_OPTIONS)
+        except TypeError:
+            line = self._render_unusual(event)
+        # `127 in` is a memchr; `b"\x7f" in` would take the much slower substring path.
+        if line.isascii() and 127 not in line:
+            return line
+        return _UNSAFE_JSON_BYTES.sub(_json_escape_match, line)
+
+    def _render_unusual(self, event: Mapping[str, Any]) -> bytes:
+        try:
+            return orjson.dumps(event, default=self._default, option=_JSON_OPTIONS)
         except TypeError:
             # Integers beyond 64 bits, circular references, str subclasses orjson rejects:
             # rebuild the event from JSON-safe pieces rather than dropping it.
-            line = orjson.dumps(_json_safe(event, 0), default=self._default, option=_JSON_OPTIONS)
-        if line.isascii() and b"\x7f" not in line:
-            return line
-        return _UNSAFE_JSON_BYTES.sub(_json_escape_match, line)
+            return orjson.dumps(_json_safe(event, 0), default=self._default, option=_JSON_OPTIONS)
 
 
 def _safe_str(value: object) -> str:

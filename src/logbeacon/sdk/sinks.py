@@ -116,11 +116,17 @@ class StreamSink(_Locked):
             data: str | bytes = text.encode("utf-8", "replace") if self._binary else text
         else:
             data = line if self._binary else line.decode("utf-8", "replace")
-        with self._lock:
+        # acquire/try/finally: the same guarantee as `with`, without its two special-method
+        # calls on every event.
+        lock = self._lock
+        lock.acquire()
+        try:
             if self._closed:
                 return
             stream.write(data)  # type: ignore[arg-type] # bytes only to binary streams
             stream.flush()
+        finally:
+            lock.release()
 
     def flush(self, timeout: float) -> bool:
         if not self._lock.acquire(timeout=max(timeout, 0.0)):
@@ -192,7 +198,9 @@ class RotatingFileSink(_Locked):
                 handle.close()
 
     def emit(self, event: dict[str, Any], line: bytes) -> None:
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # not `with`: see StreamSink.emit
+        try:
             if self._closed:
                 return
             try:
@@ -210,6 +218,8 @@ class RotatingFileSink(_Locked):
             except OSError:
                 self._drop_handle()
                 raise
+        finally:
+            lock.release()
 
     def _rotate(self) -> None:
         if self._file is not None:
