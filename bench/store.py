@@ -17,6 +17,8 @@ Ingest throughput counts until every event is committed and in every index (both
 index inside the committing transaction).
 Our store is fed the way the server feeds it: `--concurrency` tasks each appending batches
 of `--batch` events (one batch = one HTTP request), group-committed by the writer thread.
+The two stores ingest in alternating slices of `--slice` events, so a change of machine load
+during the run hits both alike.
 The result is a Markdown table on stdout.
 """
 
@@ -179,23 +181,87 @@ def percentiles(samples: list[float]) -> tuple[float, float]:
 # --------------------------------------------------------------------------- our store
 
 
-async def run_ours(
-    events: list[Event], path: Path, batch: int, concurrency: int
-) -> tuple[float, int]:
-    store = SqliteStore(path, retention_days=None)
+class Naive:
+    """The naive schema: one row per event with the full JSON, five secondary indexes, a
+    regular FTS5 table, `executemany` in transactions of 1,000 events."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.conn = sqlite3.connect(path, isolation_level=None)
+        self.conn.execute("PRAGMA journal_mode = WAL")
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.conn.executescript(NAIVE_SCHEMA)
+        self.next_id = 1
+
+    def ingest(self, events: list[Event]) -> None:
+        conn = self.conn
+        for start in range(0, len(events), 1000):
+            rows = []
+            texts = []
+            for event in events[start : start + 1000]:
+                rows.append(
+                    (
+                        self.next_id,
+                        event["event_id"],
+                        event["timestamp"],
+                        event["level"],
+                        event.get("service"),
+                        event.get("trace_id"),
+                        event.get("request_id"),
+                        event.get("session_id"),
+                        event.get("run_id"),
+                        orjson.dumps(event).decode(),
+                    )
+                )
+                texts.append((self.next_id, naive_text(event)))
+                self.next_id += 1
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            conn.executemany("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", texts)
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.conn.close()
+
+
+async def ingest_both(
+    events: list[Event],
+    ours_path: Path,
+    naive_path: Path | None,
+    batch: int,
+    concurrency: int,
+    slice_events: int,
+) -> tuple[float, float]:
+    """Ingest into both stores in alternating slices; return each one's events/s.
+
+    Alternating keeps the comparison fair on a machine whose load changes during the run.
+    """
+    store = SqliteStore(ours_path, retention_days=None)
     await store.open()
-    batches = [events[i : i + batch] for i in range(0, len(events), batch)]
-    feed: Iterator[list[Event]] = iter(batches)
+    naive = Naive(naive_path) if naive_path is not None else None
+    ours_seconds = naive_seconds = 0.0
+    for start in range(0, len(events), slice_events):
+        part = events[start : start + slice_events]
+        feed: Iterator[list[Event]] = iter(
+            [part[i : i + batch] for i in range(0, len(part), batch)]
+        )
 
-    async def client() -> None:
-        for chunk in feed:
-            await store.append(chunk)
+        async def client(feed: Iterator[list[Event]] = feed) -> None:
+            for chunk in feed:
+                await store.append(chunk)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+        began = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        ours_seconds += time.perf_counter() - began
+        if naive is not None:
+            began = time.perf_counter()
+            naive.ingest(part)
+            naive_seconds += time.perf_counter() - began
     await store.close()
-    return len(events) / elapsed, db_bytes(path)
+    if naive is not None:
+        naive.close()
+    return len(events) / ours_seconds, len(events) / naive_seconds if naive_seconds else 0.0
 
 
 async def query_ours(
@@ -285,44 +351,6 @@ def naive_text(event: Event) -> str:
     )
 
 
-def run_naive(events: list[Event], path: Path) -> tuple[float, int]:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.executescript(NAIVE_SCHEMA)
-    started = time.perf_counter()
-    next_id = 1
-    for start in range(0, len(events), 1000):
-        chunk = events[start : start + 1000]
-        rows = []
-        texts = []
-        for event in chunk:
-            rows.append(
-                (
-                    next_id,
-                    event["event_id"],
-                    event["timestamp"],
-                    event["level"],
-                    event.get("service"),
-                    event.get("trace_id"),
-                    event.get("request_id"),
-                    event.get("session_id"),
-                    event.get("run_id"),
-                    orjson.dumps(event).decode(),
-                )
-            )
-            texts.append((next_id, naive_text(event)))
-            next_id += 1
-        conn.execute("BEGIN")
-        conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-        conn.executemany("INSERT INTO events_fts (rowid, text) VALUES (?, ?)", texts)
-        conn.execute("COMMIT")
-    elapsed = time.perf_counter() - started
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.close()
-    return len(events) / elapsed, db_bytes(path)
-
-
 def query_naive(
     path: Path, events: list[Event], samples: int, rnd: random.Random
 ) -> dict[str, list[float]]:
@@ -385,6 +413,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200, help="queries of each kind")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-naive", action="store_true", help="skip the naive schema")
+    parser.add_argument(
+        "--slice", type=int, default=50_000, help="events per alternating ingest slice"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: temp)")
     args = parser.parse_args()
 
@@ -403,17 +434,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         ours_path = Path(tmp) / "ours.db"
         naive_path = Path(tmp) / "naive.db"
-        rate, size = asyncio.run(run_ours(events, ours_path, args.batch, args.concurrency))
-        print(f"ours: {rate:,.0f} events/s, {size / len(events):.0f} B/event", file=sys.stderr)
-        ours_q = asyncio.run(query_ours(ours_path, events, args.samples, random.Random(1)))
-        naive_rate = naive_size = 0.0
-        naive_q: dict[str, list[float]] = {}
-        if not args.no_naive:
-            naive_rate, naive_size = run_naive(events, naive_path)
-            print(
-                f"naive: {naive_rate:,.0f} events/s, {naive_size / len(events):.0f} B/event",
-                file=sys.stderr,
+        rate, naive_rate = asyncio.run(
+            ingest_both(
+                events,
+                ours_path,
+                None if args.no_naive else naive_path,
+                args.batch,
+                args.concurrency,
+                args.slice,
             )
+        )
+        size = db_bytes(ours_path)
+        naive_size = db_bytes(naive_path) if naive_rate else 0
+        print(f"ingest: ours {rate:,.0f}/s, naive {naive_rate:,.0f}/s", file=sys.stderr)
+        ours_q = asyncio.run(query_ours(ours_path, events, args.samples, random.Random(1)))
+        naive_q: dict[str, list[float]] = {}
+        if naive_rate:
             naive_q = query_naive(naive_path, events, args.samples, random.Random(1))
 
     n = len(events)

@@ -114,12 +114,17 @@ async def test_full_database_is_unavailable_and_recovers_after_purge(
     space lets ingestion resume without a restart (DUR-07, INJ-13)."""
     store = SqliteStore(tmp_path / "e.db", retention_days=None, max_db_bytes=400 * 1024)
     await store.open()
+    stored = 0
+
+    async def fill() -> None:
+        nonlocal stored
+        for _ in range(200):
+            batch = [make_event(message="x" * 400) for _ in range(50)]
+            stored += (await store.append(batch)).accepted
+
     try:
-        stored = 0
         with pytest.raises(StoreUnavailable, match="full"):
-            for _ in range(200):
-                batch = [make_event(message="x" * 400) for _ in range(50)]
-                stored += (await store.append(batch)).accepted
+            await fill()
         assert stored > 0
         assert stored == (await store.stats()).events
         assert 10 == len((await store.query(Query(limit=10))).events)
@@ -134,20 +139,21 @@ async def test_group_commit_uses_fewer_transactions_than_calls(
 ) -> None:
     """Concurrent appends queued behind a busy writer share one transaction."""
     release = threading.Event()
+    entered = threading.Event()
     calls = 0
 
     def hook() -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
+            entered.set()
             release.wait(10)
 
     store = SqliteStore(tmp_path / "e.db", retention_days=None, commit_hook=hook)
     await store.open()
     try:
         first = asyncio.create_task(store.append([make_event()]))
-        while calls == 0:
-            await asyncio.sleep(0.005)
+        assert await asyncio.to_thread(entered.wait, 10)
         rest = [asyncio.create_task(store.append([make_event(), make_event()])) for _ in range(40)]
         await asyncio.sleep(0.05)
         release.set()
@@ -166,12 +172,14 @@ async def test_batch_breaking_a_shared_transaction_is_retried_alone(
     """When a combined transaction fails for a non-environmental reason, each batch is
     retried in its own transaction, so innocent batches still commit."""
     release = threading.Event()
+    entered = threading.Event()
     calls = 0
 
     def hook() -> None:
         nonlocal calls
         calls += 1
         if calls == 1:
+            entered.set()
             release.wait(10)
         elif calls == 2:
             raise sqlite3.IntegrityError("simulated constraint failure")
@@ -180,8 +188,7 @@ async def test_batch_breaking_a_shared_transaction_is_retried_alone(
     await store.open()
     try:
         first = asyncio.create_task(store.append([make_event()]))
-        while calls == 0:
-            await asyncio.sleep(0.005)
+        assert await asyncio.to_thread(entered.wait, 10)
         rest = [asyncio.create_task(store.append([make_event()])) for _ in range(5)]
         await asyncio.sleep(0.05)
         release.set()

@@ -288,3 +288,58 @@ async def test_trace_is_oldest_first_and_exact(
     assert _ids(sorted(events, key=lambda e: e["timestamp"])) == _ids(traced)
     assert 2 == len(await store.trace(trace_id, limit=2))
     assert [] == await store.trace("00" * 15 + "01")
+
+
+async def test_index_driven_queries_respect_time_range_and_paging(
+    store: SqliteStore, make_event: Callable[..., Event]
+) -> None:
+    """Filters served by the full-text index honour since/until and page without loss."""
+    events = [
+        make_event(
+            timestamp=format_timestamp(BASE_TIME + i),
+            service=("api", "web")[i % 2],
+            session_id="sess-x",
+            message=f"step {i} walrus",
+        )
+        for i in range(300)
+    ]
+    await store.append(events)
+    window = Query(since=BASE_TIME + 50, until=BASE_TIME + 250, limit=7)
+    for query, keep in (
+        (replace(window, service="api"), lambda e: e["service"] == "api"),
+        (replace(window, session_id="sess-x"), lambda e: True),
+        (replace(window, q="walrus", service="web"), lambda e: e["service"] == "web"),
+    ):
+        expected = _newest_first(
+            [
+                e
+                for e in events
+                if BASE_TIME + 50 <= BASE_TIME + int(e["message"].split()[1]) < BASE_TIME + 250
+                and keep(e)
+            ]
+        )
+        assert _ids(expected) == _ids(await _all(store, query))
+
+
+async def test_non_ascii_search_uses_the_index_tokenizer(
+    store: SqliteStore, make_event: Callable[..., Event]
+) -> None:
+    """Non-ASCII search words are split and folded exactly like the indexed text."""
+    creme = make_event(message="café crème brûlée")
+    tokyo = make_event(message="東京 server down")
+    await store.append([creme, tokyo])
+    assert [creme] == (await store.query(Query(q="CRÈME brulee"))).events
+    assert [tokyo] == (await store.query(Query(q="東京"))).events
+
+
+async def test_search_text_cannot_reach_key_tokens(
+    store: SqliteStore, make_event: Callable[..., Event]
+) -> None:
+    """Private-use characters are dropped from q, so it never matches an id's index token."""
+    from logbeacon.store._sqlite_codec import key_token
+
+    event = make_event(trace_id="ab" * 16)
+    await store.append([event])
+    token = key_token("trace_id", "ab" * 16)
+    assert [] == (await store.query(Query(q=token))).events
+    assert [event] == (await store.query(Query(trace_id="ab" * 16))).events

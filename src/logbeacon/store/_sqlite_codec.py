@@ -81,30 +81,45 @@ def parse_micros(value: object) -> int | None:
 
     Canonical is `YYYY-MM-DDTHH:MM:SS.ffffffZ` exactly (what `normalize_event` writes), so
     `format_micros` gives the same text back and storing the integer loses nothing. Integer
-    arithmetic avoids float rounding at microsecond precision.
+    arithmetic avoids float rounding at microsecond precision. Events arrive close together
+    in time, so the whole-second part is cached.
     """
-    if value.__class__ is not str or len(value) != 27 or not value.isascii():
+    if value.__class__ is not str or len(value) != 27:
         return None
     text: str = value
-    if text[10] != "T" or text[13] != ":" or text[16] != ":" or text[19] != "." or text[26] != "Z":
+    fraction = text[20:26]
+    if text[19] != "." or text[26] != "Z" or not (fraction.isascii() and fraction.isdigit()):
         return None
-    digits = text[11:13] + text[14:16] + text[17:19] + text[20:26]
-    if not digits.isdigit():
+    second = _second_number.get(text[:19])
+    if second is None:
+        second = _parse_second(text)
+        if second is None:
+            return None
+    return second * 1_000_000 + int(fraction)
+
+
+_second_number: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> seconds since the epoch
+
+
+def _parse_second(text: str) -> int | None:
+    if not text.isascii() or text[10] != "T" or text[13] != ":" or text[16] != ":":
+        return None
+    clock = text[11:13] + text[14:16] + text[17:19]
+    if not clock.isdigit():
         return None
     day = _day_number.get(text[:10])
     if day is None:
         day = _parse_day(text[:10])
         if day is None:
             return None
-    clock = int(digits)
-    fraction = clock % 1_000_000
-    clock //= 1_000_000
-    second = clock % 100
-    minute = clock // 100 % 100
-    hour = clock // 10_000
+    hour, minute, second = int(clock[:2]), int(clock[2:4]), int(clock[4:])
     if hour > 23 or minute > 59 or second > 59:
         return None
-    return (day + hour * 3600 + minute * 60 + second) * 1_000_000 + fraction
+    total = day + hour * 3600 + minute * 60 + second
+    if len(_second_number) >= _CACHE_MAX:
+        _second_number.clear()
+    _second_number[text[:19]] = total
+    return total
 
 
 def _parse_day(text: str) -> int | None:
@@ -293,32 +308,6 @@ ROW_COLUMNS: Final = (
 INSERT_COLUMNS: Final = (
     "id, ts, gen, lvl, svc, env, evt, node, lg, rel, eid, trace, span, req, sess, run, msg, body"
 )
-# Lifted into columns when the value is a string (and timestamp/level when canonical).
-_STRING_COLUMNS: Final = frozenset(
-    (
-        "service",
-        "environment",
-        "event",
-        "node",
-        "logger",
-        "release",
-        "trace_id",
-        "span_id",
-        "request_id",
-        "session_id",
-        "run_id",
-        "message",
-    )
-)
-_DROP: Final = {
-    (ts, level): frozenset(
-        ("event_id",) + (("timestamp",) if ts else ()) + (("level",) if level else ())
-    )
-    for ts in (False, True)
-    for level in (False, True)
-}
-
-
 _NAME_FIELDS: Final = ("service", "environment", "event", "node", "logger", "release")
 
 
@@ -347,77 +336,108 @@ def _pack_hex_id(value: str) -> bytes | str:
     return value
 
 
+_MISSING: Final = object()
+
+
 class EncodedEvent:
     """One event split into the columns of the `events` table plus its index document.
 
     `names` are the dictionary strings (service, environment, event, node, logger, release),
     `columns` the values of the `eid, trace, span, req, sess, run, msg, body` columns.
+    Fields are popped off a copy of the event, so what is left is the body; a popped value of
+    another type than expected goes back into the body untouched.
     """
 
     __slots__ = ("columns", "document", "eid", "level", "micros", "names")
 
     def __init__(self, event: Mapping[str, Any], *, compress: bool) -> None:
-        get = event.get
-        event_id = get("event_id")
+        rest = dict(event)
+        pop = rest.pop
+        event_id = pop("event_id", None)
         if event_id.__class__ is not str or not event_id:
             raise EventError("invalid_event_id", "every stored event needs a string event_id")
         eid = _pack_id(event_id)
         self.eid = eid
 
-        stamp = get("timestamp")
+        stamp = pop("timestamp", _MISSING)
         micros = parse_micros(stamp)
-        lifted_ts = micros is not None
         if micros is None:
             # Not canonical: the text stays in the body as given; its parsed value is indexed.
-            micros = round(parse_timestamp(stamp) * 1_000_000)
+            micros = round(parse_timestamp(None if stamp is _MISSING else stamp) * 1_000_000)
+            rest["timestamp"] = stamp
         self.micros: int = micros
-        level_name = get("level")
+        level_name = pop("level", _MISSING)
         level = LEVEL_NUMBERS.get(level_name) if level_name.__class__ is str else None
-        self.level = level or 0
+        if level is None:
+            self.level = 0
+            if level_name is not _MISSING:
+                rest["level"] = level_name
+        else:
+            self.level = level
 
-        names = tuple(v if (v := get(f)).__class__ is str else None for f in _NAME_FIELDS)
-        self.names = names
-        trace, span, req, sess, run, message = (
-            get("trace_id"),
-            get("span_id"),
-            get("request_id"),
-            get("session_id"),
-            get("run_id"),
-            get("message"),
+        service, environment, event_name, node, logger, release = (
+            _take(rest, "service"),
+            _take(rest, "environment"),
+            _take(rest, "event"),
+            _take(rest, "node"),
+            _take(rest, "logger"),
+            _take(rest, "release"),
         )
-        drop = _DROP[(lifted_ts, level is not None)]
-        rest = {
-            key: value
-            for key, value in event.items()
-            if key not in drop and (value.__class__ is not str or key not in _STRING_COLUMNS)
-        }
+        self.names = (service, environment, event_name, node, logger, release)
+        trace, span, request, session, run, message = (
+            _take(rest, "trace_id"),
+            _take(rest, "span_id"),
+            _take(rest, "request_id"),
+            _take(rest, "session_id"),
+            _take(rest, "run_id"),
+            _take(rest, "message"),
+        )
         self.columns = (
             eid,
-            _pack_hex_id(trace) if trace.__class__ is str else None,
-            _pack_hex_id(span) if span.__class__ is str else None,
-            _pack_id(req) if req.__class__ is str else None,
-            _pack_id(sess) if sess.__class__ is str else None,
-            _pack_id(run) if run.__class__ is str else None,
-            message if message.__class__ is str else None,
+            None if trace is None else _pack_hex_id(trace),
+            None if span is None else _pack_hex_id(span),
+            None if request is None else _pack_id(request),
+            None if session is None else _pack_id(session),
+            None if run is None else _pack_id(run),
+            message,
             encode_body(rest, compress=compress),
         )
 
         tokens = []
-        for field in KEY_FIELDS:
-            value = get(field)
+        for field, value in (
+            ("trace_id", trace),
+            ("request_id", request),
+            ("session_id", session),
+            ("run_id", run),
+            ("job_id", rest.get("job_id")),
+            ("correlation_id", rest.get("correlation_id")),
+            ("service", service),
+            ("event", event_name),
+            ("node", node),
+        ):
             if value.__class__ is str:
                 token = _token_caches[field].get(value)
                 tokens.append(token if token is not None else key_token(field, value))
-        if level_name in _LEVEL_TOKENS:
+        if level is not None and level_name in _LEVEL_TOKENS:
             tokens.append(_LEVEL_TOKENS[level_name])
-        event_name = names[2]
-        if get("error").__class__ is dict:
+        error = rest.get("error")
+        if error.__class__ is dict:
             words = fts_text(event)
-        elif event_name is not None and message.__class__ is str:
+        elif event_name is not None and message is not None:
             words = f"{event_name}\n{message}"
         else:
-            words = event_name or (message if message.__class__ is str else "")
+            words = event_name or message or ""
         self.document = words + "\n" + " ".join(tokens)
+
+
+def _take(rest: dict[str, Any], field: str) -> str | None:
+    """Pop a string field off the body; anything else stays in the body as it was."""
+    value = rest.pop(field, _MISSING)
+    if value.__class__ is str:
+        return value
+    if value is not _MISSING:
+        rest[field] = value
+    return None
 
 
 def decode_event(row: Sequence[Any], name_of: Callable[[int | None], str | None]) -> dict[str, Any]:

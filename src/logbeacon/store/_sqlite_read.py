@@ -1,9 +1,9 @@
 """Read side: query planning, cursors and decoding rows back into events.
 
-Each reader thread owns one read-only connection. Every index the planner can drive from
-(the table's time key, the combined id index, the full-text index) lists events in key order,
-which is time order, so "newest N matching" is a backward scan that stops after N rows.
-Values always travel as bound parameters (INJ-10); only fixed SQL fragments are joined.
+Each reader thread owns one read-only connection. Both things a query can walk — the table
+itself and the full-text index of words and key tokens — list events by their time key, so
+"newest N matching" is a backward scan that stops after N hits. Values always travel as
+bound parameters (INJ-10); only fixed SQL fragments are joined.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ __all__ = ["CursorCodec", "NameCache", "Reader", "fts_match"]
 Event = dict[str, Any]
 
 _COLUMNS: Final = ", ".join(f"e.{name.strip()}" for name in ROW_COLUMNS.split(","))
-# Drive from the id that usually has the fewest events.
+# Filters whose real value is compared after the index match (names are compared by code).
 _ID_FILTERS: Final = ("trace_id", "request_id", "session_id", "run_id", "job_id", "correlation_id")
 _NAME_COLUMNS: Final = (
     ("service", "svc"),
@@ -248,7 +248,7 @@ class Reader:
                     break
                 event = self._decode(row)
                 last_key = row[0]
-                # The id index holds hashes; the real value decides (collisions are ~2^-64).
+                # The index matched a 48-bit hash of each id; the real value decides.
                 if all(event.get(name) == value for name, value in checks):
                     events.append(event)
             if not more:

@@ -85,8 +85,17 @@ INSERT OR IGNORE INTO state (one, gen, events, max_bump, secret)
     VALUES (1, 0, 0, 0, randomblob(16));
 """
 
+
+def _v2_derived(conn: sqlite3.Connection) -> None:
+    """Runs, error groups and analysis rollups, backfilled from existing events."""
+    from logbeacon.store._sqlite_derived import migrate_v2  # it imports this module
+
+    migrate_v2(conn)
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     lambda conn: _script(conn, _V1),
+    _v2_derived,
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -5,6 +5,11 @@ connection. Concurrent `append` calls queue up; the thread takes everything queu
 bound) and commits it in one transaction, then answers each caller. A caller hears back only
 after COMMIT returned — "accepted means durable". Purges run in small transactions between
 append groups, so they never hold appends back for long.
+
+The same thread also turns events into rows. Encoding on the callers' thread, or on a
+separate encoder thread, was measured slower: SQLite releases the GIL while it works, and a
+thread that wants it back waits up to a whole switch interval (5 ms) whenever another thread
+is busy in Python — once per statement. Multi-row INSERTs keep those hand-overs few.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from logbeacon.store._sqlite_codec import (
     decode_event,
     index_document,
 )
+from logbeacon.store._sqlite_derived import apply_stored, purge_derived
 from logbeacon.store._sqlite_schema import KEY_SHIFT, configure_connection, key_micros, migrate
 from logbeacon.store.base import AppendResult
 
@@ -88,6 +94,23 @@ def _settle(call: _Call, result: Any = None, error: BaseException | None = None)
         call.loop.call_soon_threadsafe(apply)
 
 
+def _settle_all(outcomes: list[tuple[_Call, Any]]) -> None:
+    """Resolve a whole group's futures with one wake-up per event loop, not one per call:
+    every wake-up is a syscall and a GIL hand-over to the loop thread."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Call, Any]]] = {}
+    for call, result in outcomes:
+        by_loop.setdefault(call.loop, []).append((call, result))
+
+    def apply(items: list[tuple[_Call, Any]]) -> None:
+        for call, result in items:
+            if not call.future.done():
+                call.future.set_result(result)
+
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the callers' loop is already closed
+            loop.call_soon_threadsafe(apply, items)
+
+
 def _unavailable(exc: BaseException) -> StoreUnavailable:
     text = str(exc) or type(exc).__name__
     lowered = text.lower()
@@ -132,6 +155,7 @@ class Writer:
             "events_stored": 0,
             "duplicates": 0,
             "failed_calls": 0,
+            "rejected_calls": 0,
             "purged": 0,
             "checkpoints": 0,
         }
@@ -178,7 +202,7 @@ class Writer:
                 )
             self._backlog += len(events)
             self._appends.append(call)
-            self._cond.notify()
+            self._cond.notify_all()
         return future
 
     def submit_job(
@@ -190,7 +214,7 @@ class Writer:
             if self._stopping:
                 raise StoreUnavailable("event store is closed; retry once it is open", 1.0)
             self._jobs.append(_Call(loop=loop, future=future, job=job))
-            self._cond.notify()
+            self._cond.notify_all()
         return future
 
     # ------------------------------------------------------------------ thread body
@@ -254,13 +278,19 @@ class Writer:
                 if not group and self._jobs and not self._stopping:
                     job = self._jobs.popleft()
                 stopping = self._stopping and not self._appends
-            if group:
-                self._commit_group(group)
-                with self._cond:
-                    self._backlog -= size
-            elif job is not None:
-                self._step_job(job)
-            self._maybe_checkpoint()
+            try:
+                if group:
+                    self._commit_group(group)
+                elif job is not None:
+                    self._step_job(job)
+                self._maybe_checkpoint()
+            except Exception as exc:  # a bug must not leave callers waiting forever
+                for call in group:
+                    _settle(call, error=StoreError(f"event store writer failed: {exc!r}"))
+            finally:
+                if group:
+                    with self._cond:
+                        self._backlog -= size
             if stopping and not group:
                 return
 
@@ -287,16 +317,14 @@ class Writer:
     def _commit_group(self, group: list[_Call]) -> None:
         self.counters["append_calls"] += len(group)
         ready: list[_Call] = []
+        compress = self.config.compress
         for call in group:
-            if call.encoded is None:
-                try:
-                    call.encoded = [
-                        EncodedEvent(e, compress=self.config.compress) for e in call.events
-                    ]
-                except Exception as exc:  # the caller's own malformed event
-                    self.counters["failed_calls"] += 1
-                    _settle(call, error=exc)
-                    continue
+            try:
+                call.encoded = [EncodedEvent(event, compress=compress) for event in call.events]
+            except Exception as exc:  # the caller's own malformed event fails its own call
+                self.counters["rejected_calls"] += 1
+                _settle(call, error=exc)
+                continue
             ready.append(call)
         if not ready:
             return
@@ -318,8 +346,12 @@ class Writer:
             for call in ready:
                 self._commit_single(call)
             return
-        for call, stored in zip(ready, results, strict=True):
-            _settle(call, AppendResult(stored=stored))
+        _settle_all(
+            [
+                (call, AppendResult(stored=stored))
+                for call, stored in zip(ready, results, strict=True)
+            ]
+        )
 
     def _commit_single(self, call: _Call) -> None:
         try:
@@ -386,6 +418,14 @@ class Writer:
                     (k >> KEY_SHIFT) - key_micros(ee.micros)
                     for ee, k in zip(fresh, keys, strict=True)
                 ]
+            )
+            # Runs, error groups and rollups commit with the events they derive from.
+            apply_stored(
+                conn,
+                [
+                    (call.events, call.encoded, flags)
+                    for call, flags in zip(calls, results, strict=True)
+                ],
             )
             conn.execute(
                 "UPDATE state SET gen = ?, events = events + ?, max_bump = ?",
@@ -582,6 +622,7 @@ class Writer:
             _delete(conn, "DELETE FROM events WHERE id IN ", [row[0] for row in rows])
             _insert(conn, "INSERT INTO fts (fts, rowid, text) VALUES ", documents)
             conn.execute("UPDATE state SET events = events - ?", (len(rows),))
+            purge_derived(conn, before_micros, self.config.purge_chunk)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

@@ -22,6 +22,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from logbeacon.exceptions import ConfigError, StoreError, StoreUnavailable
 from logbeacon.store._sqlite_codec import format_micros
+from logbeacon.store._sqlite_derived_read import DerivedQueries
 from logbeacon.store._sqlite_read import CursorCodec, NameCache, Reader
 from logbeacon.store._sqlite_schema import configure_connection
 from logbeacon.store._sqlite_writer import Writer, WriterConfig
@@ -36,7 +37,7 @@ _SYNCHRONOUS: Final = {"normal": "NORMAL", "full": "FULL"}
 _DAY: Final = 86_400.0
 
 
-class SqliteStore:
+class SqliteStore(DerivedQueries):
     """Durable, indexed, searchable event storage in one SQLite file (WAL mode).
 
     `durability="normal"` (`synchronous=NORMAL`) keeps every acknowledged event across a
@@ -45,6 +46,9 @@ class SqliteStore:
     COMMIT of appended events; tests make it raise to prove a failed commit acknowledges
     nothing. `max_db_bytes` caps the database size: at the cap appends raise
     `StoreUnavailable` (like a full disk) until retention frees space.
+
+    Every index, full text included, is updated in the committing transaction, so an
+    acknowledged event is at once visible to every filter and to `q`.
     """
 
     kind = "sqlite"
