@@ -12,6 +12,8 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
+import websockets.exceptions
+import websockets.sync.client
 
 from logbeacon.server.signing import sign
 from tests.helpers.server import running_server, start_server
@@ -93,6 +95,13 @@ def test_server_output_never_contains_credentials(tmp_path: Path) -> None:
         client.get("/v1/logs", params={"token": READ_TOKEN})
         client.get("/v1/logs", params={"token": "wrong-token-FAKE-0123456789"})
         client.get("/metrics", headers={"Authorization": "Bearer nope-FAKE-000000000"})
+        # uvicorn logs WebSocket handshakes with their path: the query must not reach the log.
+        ws_url = server.url.replace("http://", "ws://") + "/v1/ws"
+        with websockets.sync.client.connect(f"{ws_url}?token={READ_TOKEN}") as ws:
+            ws.send('{"type": "ping"}')
+            ws.recv(timeout=10)
+        with pytest.raises(websockets.exceptions.InvalidStatus):
+            websockets.sync.client.connect(f"{ws_url}?token=wrong-token-FAKE-ws")
         stored = client.get("/v1/logs", headers=server.read_headers).json()["events"]
     output = server.output()
     signature = headers["x-log-signature"]

@@ -24,6 +24,8 @@ COMMAND_MODULES: Final = (
     "token",
     "run",
     "collect",
+    "tail",
+    "analyze",
 )
 
 app = typer.Typer(

@@ -8,7 +8,9 @@ variable. Settings are validated before anything binds, so a bad value or an uns
 from __future__ import annotations
 
 import copy
+import logging
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -182,12 +184,35 @@ def _without_credentials(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
+_QUERY_RE = re.compile(r"\?[^\s\"']*")
+
+
+class StripQueryFilter(logging.Filter):
+    """Remove query strings from server log lines.
+
+    uvicorn logs WebSocket handshakes with the full path (`"WebSocket /v1/ws?token=…"`), and
+    a query string may carry a read token or a browser key: never write those to a log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str):
+            record.msg = _QUERY_RE.sub("", record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _QUERY_RE.sub("", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
+
+
 def _log_config() -> dict[str, Any]:
     """uvicorn's logging plus our `logbeacon` logger, to stderr; no access log (URLs may
-    carry `?token=`, and request lines are not ours to keep)."""
+    carry `?token=`, and request lines are not ours to keep), query strings stripped."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["strip_query"] = {"()": StripQueryFilter}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("strip_query")
     config["loggers"]["logbeacon"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
     return config
 

@@ -21,7 +21,19 @@ from fastapi import FastAPI
 
 from logbeacon._version import __version__
 from logbeacon.redact import Redactor, default_redactor
-from logbeacon.server import diagnostics, health, ingest, query
+from logbeacon.server import (
+    analysis,
+    assets,
+    dashboard,
+    diagnostics,
+    error_groups,
+    health,
+    ingest,
+    query,
+    runs,
+    stream,
+    ws,
+)
 from logbeacon.server.auth import DIAG_HEADER, Authenticator
 from logbeacon.server.diagnostics import DiagnosticTokens
 from logbeacon.server.errors import ApiResponse, install_error_handlers
@@ -156,8 +168,11 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.logbeacon = state
+    stream.install_tail(app, state)  # live tail: committed events → subscribers
     install_error_handlers(app)
-    for module in (ingest, query, health, diagnostics):
+    for module in (ingest, query, health, diagnostics, assets, dashboard, stream, ws):
+        app.include_router(module.router)
+    for module in (runs, error_groups, analysis):  # derived views: runs, errors, analysis
         app.include_router(module.router)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(
