@@ -20,6 +20,7 @@ __all__ = ["COMMAND_MODULES", "app", "main"]
 # One line per command group: logbeacon.cli.<name>.register(app).
 COMMAND_MODULES: Final = (
     "serve",
+    "demo",
     "query",
     "token",
     "run",
