@@ -876,3 +876,144 @@ def test_dashboard_screenshot(dashboard: Dashboard, seeded: Seeded) -> None:
         SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         SCREENSHOT.write_bytes(png)
     dashboard.assert_clean()
+
+
+def test_a_new_error_group_appears_within_two_seconds(dashboard: Dashboard, seeded: Seeded) -> None:
+    """With the errors view open, an error of a kind never seen before shows up as its own
+    group within 2 s of its ingestion, without a click."""
+    page = dashboard.page
+    with page.expect_response(lambda r: "/v1/stream" in r.url, timeout=WAIT_MS):
+        dashboard.open("#/errors")
+    expect(page.locator(".error-group").first).to_be_visible(timeout=WAIT_MS)
+    kind = f"QuotaExceeded{secrets.token_hex(3)}"
+    post(
+        dashboard.server,
+        [
+            {
+                "service": "billing",
+                "event": "charge_failed",
+                "level": "error",
+                "error": _error(kind, "monthly quota of 1000 charges exceeded"),
+            }
+        ],
+    )
+    expect(page.locator(".error-group").filter(has_text=kind)).to_be_visible(timeout=2_000)
+    dashboard.assert_clean()
+
+
+def test_run_view_follows_a_real_langgraph_run_from_running_to_error(
+    dashboard: Dashboard, seeded: Seeded
+) -> None:
+    """While a real LangGraph graph executes (events shipped by the SDK), the failing node's
+    button turns from running to error live, and the run from running to error."""
+    import io
+    import threading
+    from typing import TypedDict
+
+    from langgraph.graph import END, START, StateGraph
+
+    import logbeacon
+    from logbeacon.integrations.langgraph import LangGraphCallbackHandler
+    from logbeacon.sdk import reset
+
+    class State(TypedDict):
+        text: str
+
+    release = threading.Event()
+
+    def classify(state: State) -> dict[str, Any]:
+        return {"text": state["text"] + " [billing]"}
+
+    def answer(state: State) -> dict[str, Any]:
+        release.wait(WAIT_MS / 1000 * 3)  # "working" until the test has seen it running
+        raise RuntimeError("the model returned an empty answer")
+
+    builder = StateGraph(State)
+    builder.add_node("classify", classify)
+    builder.add_node("answer", answer)
+    builder.add_edge(START, "classify")
+    builder.add_edge("classify", "answer")
+    builder.add_edge("answer", END)
+    graph = builder.compile(name="support_agent")
+    run_id = uuid.uuid4()
+    failures: list[BaseException] = []
+
+    def invoke() -> None:
+        config: Any = {"callbacks": [LangGraphCallbackHandler()], "run_id": run_id}
+        try:
+            graph.invoke({"text": "my invoice is wrong"}, config=config)
+        except RuntimeError as exc:
+            failures.append(exc)
+
+    page = dashboard.page
+    logbeacon.configure(
+        service="support", ship_to=dashboard.server.url, stream=io.StringIO(), format="json"
+    )
+    runner = threading.Thread(target=invoke)
+    try:
+        runner.start()
+        # Open the run once the server knows it (as when following a link to it); before
+        # that its page would answer 404, which Chromium logs as a console error.
+        url = f"{dashboard.server.url}/v1/runs/{run_id}"
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while time.monotonic() < deadline:
+            if httpx.get(url, headers=dashboard.server.read_headers).status_code == 200:
+                break
+            time.sleep(0.1)
+        dashboard.open(f"#/runs/{run_id}")
+        steps = page.locator(".steps .step")
+        answer_button = steps.filter(has_text="answer")
+        expect(answer_button).to_have_class(re.compile(r"\bstep-running\b"), timeout=WAIT_MS)
+        expect(steps.filter(has_text="classify")).to_have_class(re.compile(r"\bstep-success\b"))
+        expect(page.locator(".run-status")).to_have_text("running")
+        release.set()
+        expect(answer_button).to_have_class(re.compile(r"\bstep-error\b"), timeout=WAIT_MS)
+        expect(page.locator(".run-status")).to_have_text("error", timeout=WAIT_MS)
+    finally:
+        release.set()
+        runner.join(30)
+        assert logbeacon.flush(5.0)
+        reset()
+    assert ["the model returned an empty answer"] == [str(f) for f in failures]
+    dashboard.assert_clean()
+
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "build" / "screenshots"
+
+
+def test_every_view_renders_real_content_without_console_errors(
+    dashboard: Dashboard, seeded: Seeded
+) -> None:
+    """Each view (tail, errors, trace, session, search, runs, run, analysis) renders the seeded
+    data with no console error, and is saved as a 1280×800 screenshot in build/screenshots/."""
+    page = dashboard.page
+    views = [
+        ("tail", "#/tail", ".tail-list > li"),
+        ("errors", "#/errors", ".error-group"),
+        ("trace", f"#/trace/{seeded.trace_id}", ".waterfall > li"),
+        ("session", f"#/session/{seeded.session_id}", ".waterfall > li"),
+        ("runs", "#/runs", f"tr[data-run-id='{seeded.job_id}']"),
+        ("run", f"#/runs/{seeded.job_id}", ".steps .step"),
+        ("run-graph", f"#/runs/{seeded.graph_run}", ".steps .step"),
+        ("analysis", "#/analysis?since=1h", "svg.chart"),
+    ]
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, route, content in views:
+        dashboard.open(route)
+        expect(page.locator(content).first).to_be_visible(timeout=WAIT_MS)
+        page.wait_for_timeout(300)  # let late parts (chart, counts) settle for the picture
+        page.mouse.move(0, 0)
+        png = page.screenshot(full_page=False)
+        assert (1280, 800) == struct.unpack(">II", png[16:24])
+        (SCREENSHOTS / f"{name}.png").write_bytes(png)
+        written.append(name)
+        dashboard.assert_clean()
+    page.locator("body").press("/")
+    page.get_by_label("Search by any id").fill(seeded.session_id)
+    page.get_by_label("Search by any id").press("Enter")
+    result = page.locator(".search-result[data-field='session_id'] .event-list > li")
+    expect(result).to_have_count(seeded.session_events, timeout=WAIT_MS)
+    (SCREENSHOTS / "search.png").write_bytes(page.screenshot(full_page=False))
+    dashboard.assert_clean()
+    assert [v[0] for v in views] == written

@@ -22,6 +22,7 @@ import typer
 from typer.testing import CliRunner
 
 from logbeacon.cli.collect import Collector, LocalStoreOutput, register
+from logbeacon.event import format_timestamp
 from logbeacon.store import open_store
 from logbeacon.store.base import Query
 from tests.helpers.server import running_server
@@ -396,3 +397,167 @@ def test_stop_while_the_server_is_down_keeps_the_checkpoint(tmp_path: Path) -> N
     offsets = [json.loads(p.read_text())["offset"] for p in checkpoints]
     assert [0] == offsets
     assert 0 == output.delivered
+
+
+# --------------------------------------------------------------------------- docker
+
+# No Docker engine runs on the test machines, so `collect --docker` is tested against a
+# stand-in `docker` executable first on PATH. It implements the one command the collector
+# runs, `docker logs --timestamps [--follow] [--since UNIX] NAME`, from a file the test
+# writes: one "<RFC 3339 nano timestamp> <stdout|stderr> <text>" record per line, printed as
+# Docker prints it (timestamp, space, text) on the matching stream; with --follow it keeps
+# printing records appended later, until it is terminated.
+_FAKE_DOCKER = textwrap.dedent(
+    """\
+    #!{python}
+    import datetime, os, sys, time
+    args = sys.argv[1:]
+    assert args[0] == "logs" and "--timestamps" in args, args
+    follow = "--follow" in args
+    since = float(args[args.index("--since") + 1]) if "--since" in args else 0.0
+    name = args[-1]
+    with open(os.environ["FAKE_DOCKER_DIR"] + "/calls", "a") as calls:
+        calls.write(" ".join(args) + "\\n")
+    path = os.path.join(os.environ["FAKE_DOCKER_DIR"], name + ".records")
+    if not os.path.exists(path):
+        print(f"Error response from daemon: No such container: {{name}}", file=sys.stderr)
+        sys.exit(1)
+
+    def seconds(stamp):
+        whole, _, frac = stamp.rstrip("Z").partition(".")
+        moment = datetime.datetime.strptime(whole, "%Y-%m-%dT%H:%M:%S")
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        return moment.timestamp() + float("0." + (frac or "0"))
+
+    done = 0
+    with open(path) as records:
+        while True:
+            line = records.readline()
+            if not line.endswith("\\n"):
+                if not follow:
+                    break
+                time.sleep(0.02)
+                records.seek(done)
+                continue
+            done = records.tell()
+            stamp, stream, text = line[:-1].split(" ", 2)
+            if seconds(stamp) >= since:
+                out = sys.stdout if stream == "stdout" else sys.stderr
+                out.write(f"{{stamp}} {{text}}\\n")
+                out.flush()
+    """
+)
+
+
+@pytest.fixture
+def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A stand-in `docker` first on PATH; returns the directory its records live in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    docker = bin_dir / "docker"
+    docker.write_text(_FAKE_DOCKER.format(python=sys.executable))
+    docker.chmod(0o755)
+    records = tmp_path / "docker"
+    records.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_DOCKER_DIR", str(records))
+    return records
+
+
+def docker_records(
+    directory: Path, name: str, start: int, count: int, at: float, step: float
+) -> None:
+    """Append `count` records (even ones on stdout, odd on stderr), `step` s apart from `at`."""
+    with (directory / f"{name}.records").open("a") as handle:
+        for i in range(start, start + count):
+            moment = at + i * step
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(moment))
+            stamp += f".{int(moment % 1 * 1e9):09d}Z"
+            stream = "stderr" if i % 2 else "stdout"
+            text = json.dumps({"event": "tick", "n": i}) if i % 10 == 0 else f"line {i:05d}"
+            handle.write(f"{stamp} {stream} {text}\n")
+
+
+def test_docker_container_output_is_stored_once(
+    tmp_path: Path, data_dir: Path, fake_docker: Path
+) -> None:
+    """`--docker NAME --once` stores the container's stdout and stderr lines with Docker's
+    timestamps; a second run re-reads only the overlap, which the store deduplicates."""
+    at = time.time() - 120
+    docker_records(fake_docker, "web-1", 0, 200, at, 0.1)
+    args = ["--docker", "web-1", "--once", "--data-dir", str(data_dir)]
+    first = invoke(*args)
+    assert 0 == first.exit_code, first.output
+    docker_records(fake_docker, "web-1", 200, 50, at, 0.1)
+    second = invoke(*args)
+    assert 0 == second.exit_code, second.output
+    events = stored(data_dir, "web-1")
+    assert len(events) == len({e["event_id"] for e in events})
+    ticks = sorted(e["n"] for e in events if e["event"] == "tick")
+    outputs = [e for e in events if e["event"] == "output"]
+    assert list(range(0, 250, 10)) == ticks
+    assert 250 - 25 == len(outputs)
+    assert {("stdout", 0), ("stderr", 1)} == {
+        (e["stream"], int(e["text"][-1]) % 2) for e in outputs
+    }
+    assert {"web-1"} == {e["container"] for e in events}
+    first_line = next(e for e in outputs if e["text"] == "line 00001")
+    assert format_timestamp(at + 0.1)[:21] == first_line["timestamp"][:21]
+    calls = (fake_docker / "calls").read_text().splitlines()
+    assert 2 == len(calls)
+    assert "--since" not in calls[0]
+    assert "--since" in calls[1]
+
+
+def test_docker_collector_killed_and_restarted_loses_and_doubles_nothing(
+    tmp_path: Path, data_dir: Path, fake_docker: Path
+) -> None:
+    """A following `collect --docker` SIGKILLed while the container writes, then restarted,
+    ends with every line in the store exactly once."""
+    docker_records(fake_docker, "api-1", 0, 0, 0, 0)  # the container exists, no output yet
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOGBEACON_")}
+    cmd = [sys.executable, "-c", _CLI, "collect", "--docker", "api-1", "--data-dir",
+           str(data_dir), "--poll-interval", "0.05"]  # fmt: skip
+    at = time.time() - 60
+    written = 0
+
+    def write(count: int) -> None:
+        nonlocal written
+        docker_records(fake_docker, "api-1", written, count, at, 0.01)
+        written += count
+
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL))
+        for _ in range(10):
+            write(100)
+            time.sleep(0.1)
+        os.kill(procs[0].pid, signal.SIGKILL)
+        procs[0].wait(10)
+        write(300)  # while nobody collects
+        procs.append(subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE))
+        write(200)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(stored(data_dir, "api-1")) < written:
+            time.sleep(0.3)
+        procs[1].send_signal(signal.SIGTERM)
+        procs[1].communicate(timeout=20)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    events = stored(data_dir, "api-1")
+    ids = [e["event_id"] for e in events]
+    assert (written, len(ids)) == (len(ids), len(set(ids)))
+    texts_ = {e.get("text") or f"tick {e['n']}" for e in events}
+    assert written == len(texts_)
+
+
+def test_docker_needs_a_source_and_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without FILE or --docker, or with --docker but no docker on PATH, collect exits 2."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    nothing = invoke("--data-dir", str(tmp_path / "d"))
+    missing = invoke("--docker", "web-1", "--data-dir", str(tmp_path / "d"))
+    assert (2, 2) == (nothing.exit_code, missing.exit_code)
+    assert "docker CLI" in missing.stderr

@@ -409,3 +409,53 @@ def test_pump_splits_lines_and_caps_them() -> None:
     os.close(read_fd)
     assert b"one\ntwo\r\n" + b"z" * 50 + b"\nlast" == b"".join(chunks)
     assert [(b"one", False), (b"two\r", False), (b"z" * 10, True), (b"last", False)] == lines
+
+
+def test_seed_plan_layer_sequence_renders_and_is_queryable(tmp_path: Path) -> None:
+    """The origin plan's pipeline (layers 2-7 printing its own JSON, with `metadata`, a string
+    `error` and a skipped layer) is shown layer by layer and stored under its job id."""
+    code = """
+        import json
+        def emit(event, **fields):
+            print(json.dumps({"event": event, "job_id": "6929c97b45fa", **fields}), flush=True)
+        emit("pipeline_start")
+        layers = [(2, "pain_point_miner"), (3, "company_researcher"), (4, "opportunity_mapper"),
+                  (5, "people_mapper"), (6, "generator"), (7, "publisher")]
+        for n, name in layers:
+            if n == 5:
+                emit("layer_skip", layer=n, layer_name=name, status="skipped")
+                continue
+            emit("layer_start", layer=n, layer_name=name)
+            if n == 6:
+                emit("layer_error", layer=n, layer_name=name, status="error",
+                     error="LLM returned no text", duration_ms=40)
+                continue
+            emit("layer_complete", layer=n, layer_name=name, status="success", duration_ms=10 * n,
+                 metadata={"fit_score": 85, "tokens_used": 1200})
+        emit("pipeline_complete", status="partial")
+        """
+    result = invoke(tmp_path, *child(code))
+    assert 0 == result.exit_code, result.output
+    progress = [line for line in result.stderr.splitlines() if line.startswith("[logbeacon] layer")]
+    assert [
+        "[logbeacon] layer 2 pain_point_miner: running",
+        "[logbeacon] layer 2 pain_point_miner: complete (0.0s)",
+        "[logbeacon] layer 3 company_researcher: running",
+        "[logbeacon] layer 3 company_researcher: complete (0.0s)",
+        "[logbeacon] layer 4 opportunity_mapper: running",
+        "[logbeacon] layer 4 opportunity_mapper: complete (0.0s)",
+        "[logbeacon] layer 5 people_mapper: skipped",
+        "[logbeacon] layer 6 generator: running",
+        "[logbeacon] layer 6 generator: error (0.0s)",
+        "[logbeacon] layer 7 publisher: running",
+        "[logbeacon] layer 7 publisher: complete (0.1s)",
+    ] == progress
+    events = stored(tmp_path, "6929c97b45fa")
+    layered = [(e["event"], e.get("layer")) for e in events if "layer" in e]
+    assert 11 == len(layered)
+    failed = next(e for e in events if e["event"] == "layer_error")
+    mapper = next(e for e in events if e["event"] == "layer_complete" and e["layer"] == 4)
+    assert ("LLM returned no text", 85) == (
+        failed["error"] if isinstance(failed["error"], str) else failed["error"]["message"],
+        mapper["metadata"]["fit_score"],
+    )

@@ -237,3 +237,52 @@ async def test_analysis_needs_a_read_token(client: httpx.AsyncClient) -> None:
         for params in ({}, {"format": "markdown"})
     ]
     assert [401, 401] == statuses
+
+
+async def test_markdown_carries_no_value_that_redaction_removes(
+    frozen: tuple[Harness, httpx.AsyncClient],
+) -> None:
+    """Secrets in error messages, node names and sensitive fields of ingested events never
+    appear in `format=markdown`, while the errors themselves are still named."""
+    harness, client = frozen
+    secrets_ = {
+        "email": "carol.secret@example.com",
+        "bearer": "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlLXZhbHVl",
+        "openai": "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789",
+        "password": "hunter2-very-secret",
+        "card": "4111 1111 1111 1111",
+    }
+    events = [
+        {
+            "timestamp": at(30),
+            "service": "api",
+            "event": "request_failed",
+            "level": "error",
+            "password": secrets_["password"],
+            "error": {
+                "type": "AuthError",
+                "message": f"login failed for {secrets_['email']} with {secrets_['bearer']}",
+            },
+        },
+        {
+            "timestamp": at(20),
+            "service": "langgraph",
+            "event": "node_failed",
+            "level": "error",
+            "run_id": "r-secret",
+            "node": f"charge {secrets_['card']}",
+            "duration_ms": 40,
+            "error": {"type": "ProviderError", "message": f"key {secrets_['openai']} revoked"},
+        },
+    ]
+    response = await client.post("/v1/logs", json=events)
+    assert (200, []) == (response.status_code, response.json()["rejected"])
+    text = (
+        await client.get(
+            "/v1/analysis", params={"format": "markdown"}, headers=harness.read_headers
+        )
+    ).text
+    assert ([], True) == (
+        [name for name, value in secrets_.items() if value in text or value[-12:] in text],
+        "AuthError" in text and "ProviderError" in text,
+    )

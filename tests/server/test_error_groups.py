@@ -129,3 +129,26 @@ async def test_errors_need_a_read_token(client: httpx.AsyncClient) -> None:
         response.status_code,
         response.headers.get("www-authenticate", "").split(" ")[0],
     )
+
+
+async def test_the_same_bug_with_different_ids_is_one_group(
+    harness: Harness, client: httpx.AsyncClient
+) -> None:
+    """Errors whose messages differ only in ids, numbers and addresses (as browsers send them,
+    without a fingerprint) fall into one group; another message is another group."""
+    messages = [
+        "order 17 not found for user 3f2b9c1e-8d4a-4c1e-9a57-0b6b1f3f5e21",
+        "order 20931 not found for user 0190a7b2-7c3e-7000-8000-000000000001",
+        "order 5 not found for user 6f1c0a52-8d43-4c1e-9a57-0b6b1f3f5e21",
+    ]
+    events = [
+        error_event(60 - i, {"type": "LookupError", "message": m}, service="api", trace=i + 1)
+        for i, m in enumerate(messages)
+    ]
+    events.append(
+        error_event(5, {"type": "LookupError", "message": "cart is empty"}, service="api", trace=9)
+    )
+    response = await client.post("/v1/logs", json=events)
+    assert (200, 4) == (response.status_code, response.json()["accepted"])
+    groups = (await client.get("/v1/errors", headers=harness.read_headers)).json()["groups"]
+    assert [("cart is empty", 1), (messages[2], 3)] == [(g["message"], g["count"]) for g in groups]

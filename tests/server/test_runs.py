@@ -236,3 +236,60 @@ def test_derived_endpoints_on_a_real_server(tmp_path: Path) -> None:
         (analysis["top_errors"][0]["type"], analysis["slowest_steps"][0]["name"]),
         unauthorised,
     )
+
+
+async def test_run_status_moves_with_each_event(
+    harness: Harness, client: httpx.AsyncClient, sdk: None
+) -> None:
+    """Fed one event at a time, a real graph whose second node fails goes running → error
+    with its steps following, and a pipeline with a skipped layer goes running → success."""
+    headers = harness.read_headers
+
+    async def replay(run_id: str, events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        seen: list[tuple[Any, ...]] = []
+        for event in events:
+            await ingest(client, [event])
+            response = await client.get(f"/v1/runs/{run_id}", headers=headers)
+            if response.status_code == 404:
+                continue  # an event that does not make a run yet
+            detail = response.json()
+            state = (detail["status"], *(f"{s['name']}:{s['status']}" for s in detail["steps"]))
+            if not seen or seen[-1] != state:
+                seen.append(state)
+        return seen
+
+    run_id, events = langgraph_events(fail=True)
+    graph = await replay(run_id, events)
+    now = time.time()
+
+    def at(offset: float) -> str:
+        return format_timestamp(now - 10 + offset)
+
+    job = {"job_id": "job-skip", "run_id": "job-skip", "service": "worker"}
+    pipeline = await replay(
+        "job-skip",
+        [
+            {"event": "pipeline_start", "timestamp": at(0), **job},
+            {"event": "layer_start", "timestamp": at(1), "layer": 1, "layer_name": "fetch", **job},
+            {"event": "layer_complete", "timestamp": at(2), "layer": 1, "layer_name": "fetch",
+             "status": "success", "duration_ms": 1000, **job},
+            {"event": "layer_skip", "timestamp": at(3), "layer": 2, "layer_name": "people",
+             "status": "skipped", **job},
+            {"event": "pipeline_complete", "timestamp": at(4), "status": "success", **job},
+        ],
+    )  # fmt: skip
+    assert [
+        ("running",),
+        ("running", "plan:running"),
+        ("running", "plan:success"),
+        ("running", "plan:success", "act:running"),
+        ("running", "plan:success", "act:error"),
+        ("error", "plan:success", "act:error"),
+    ] == graph
+    assert [
+        ("running",),
+        ("running", "fetch:running"),
+        ("running", "fetch:success"),
+        ("running", "fetch:success", "people:skipped"),
+        ("success", "fetch:success", "people:skipped"),
+    ] == pipeline

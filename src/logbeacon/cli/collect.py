@@ -21,6 +21,15 @@ the server (or the local store) keeps one copy.
 Memory stays bounded: a line longer than 1 MiB is cut there and marked `truncated`; the rest
 of it is skipped. A last line still being written (no newline yet) waits for its newline —
 unless its file was rotated away, in which case it is complete by definition.
+
+`--docker NAME` follows a container's output through `docker logs --follow --timestamps`
+(the Docker CLI on PATH): stdout and stderr lines become events of that container, timed by
+Docker. The checkpoint is the timestamp of the last shipped line; a restart asks for
+`--since` that time minus a few seconds of overlap (the two pipes are read independently, so
+one may lag the other), and the overlap is deduplicated by event ids derived from the
+container, the stream, Docker's timestamp and the line's rank among lines with that
+timestamp. If the `docker logs` process ends (container restarted, daemon restarted) it is
+started again from the checkpoint.
 """
 
 from __future__ import annotations
@@ -29,9 +38,13 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import queue
 import random
+import re
+import shutil
 import signal
 import stat as stat_mod
+import subprocess
 import sys
 import threading
 import time
@@ -51,6 +64,7 @@ from logbeacon.sdk.shipper import Backoff, BatchSender, HttpTransport
 
 __all__ = [
     "Collector",
+    "DockerLogs",
     "LocalStoreOutput",
     "Output",
     "RemoteOutput",
@@ -69,6 +83,10 @@ BATCH_BYTES: Final = 512 * 1024
 _READ_CHUNK: Final = 64 * 1024
 _CHECKPOINT_EVERY_S: Final = 1.0
 _ID_NAMESPACE: Final = uuid.UUID("6f1c0a52-8d43-4c1e-9a57-0b6b1f3f5e21")
+#: Seconds re-read before a container's checkpoint on restart (duplicates are dropped by id).
+DOCKER_OVERLAP_S: Final = 5.0
+_DOCKER_RESTART_S: Final = 1.0
+_DOCKER_TS: Final = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d{1,9})?Z ?")
 
 
 class StopRequestedError(Exception):
@@ -391,9 +409,30 @@ class Checkpoints:
         self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
 
-    def _file(self, path: Path) -> Path:
+    def _file(self, path: Path | str) -> Path:
         digest = hashlib.sha256(str(path).encode("utf-8", "surrogateescape")).hexdigest()
         return self.directory / f"{digest[:24]}.json"
+
+    def load_docker(self, container: str) -> str | None:
+        """The Docker timestamp of the container's last shipped line, if any."""
+        import orjson
+
+        try:
+            since = orjson.loads(self._file(f"docker:{container}").read_bytes())["since"]
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError):
+            since = None
+        if not isinstance(since, str) or not _DOCKER_TS.match(since.encode()):
+            print(
+                f"logbeacon collect: ignoring an unreadable checkpoint for container {container}",
+                file=sys.stderr,
+            )
+            return None
+        return since
+
+    def save_docker(self, container: str, since: str) -> None:
+        self._write(self._file(f"docker:{container}"), {"container": container, "since": since})
 
     def load(self, path: Path) -> tuple[Identity, int] | None:
         import orjson
@@ -427,7 +466,10 @@ class Checkpoints:
             "gen": ident.gen,
             "offset": offset,
         }
-        target = self._file(path)
+        self._write(self._file(path), doc)
+
+    @staticmethod
+    def _write(target: Path, doc: dict[str, Any]) -> None:
         tmp = target.with_suffix(".tmp")
         with open(tmp, "wb") as handle:
             handle.write(encode(doc))
@@ -614,6 +656,213 @@ class TailedFile:
             self.reader = None
 
 
+# --------------------------------------------------------------------------- a container
+
+
+def _docker_seconds(stamp: str) -> float:
+    """Unix seconds of a Docker RFC 3339 timestamp (`2026-01-31T12:00:00.123456789Z`)."""
+    from datetime import UTC, datetime
+
+    match = _DOCKER_TS.match(stamp.encode())
+    assert match is not None
+    whole = datetime.strptime(match.group(1).decode(), "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+    fraction = match.group(2) or b".0"
+    return whole.timestamp() + float(fraction.decode())
+
+
+class DockerLogs:
+    """Follows one container through `docker logs --timestamps`; `poll` ships what is new.
+
+    Two reader threads put lines on a bounded queue (a full queue stops them reading, so the
+    pipes push back on Docker instead of memory growing).
+    """
+
+    def __init__(
+        self,
+        container: str,
+        *,
+        follow: bool,
+        checkpoints: Checkpoints,
+        output: Output,
+        service: str,
+        docker: str = "docker",
+    ) -> None:
+        self.container = container
+        self.follow = follow
+        self.checkpoints = checkpoints
+        self.output = output
+        self.docker = docker
+        self.defaults = {"service": service, "container": container}
+        self.since = checkpoints.load_docker(container)
+        self.done = False
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._readers: list[threading.Thread] = []
+        self._lines: queue.Queue[tuple[str, bytes, bool]] = queue.Queue(BATCH_EVENTS * 4)
+        self._ranks: dict[tuple[str, str], int] = {}
+        self._restart_at = 0.0
+        self._saved: str | None = self.since
+        self._saved_at = 0.0
+        self.failures = 0
+
+    # -- the docker process
+
+    def _command(self) -> list[str]:
+        command = [self.docker, "logs", "--timestamps"]
+        if self.follow:
+            command.append("--follow")
+        if self.since is not None:
+            start = max(_docker_seconds(self.since) - DOCKER_OVERLAP_S, 0.0)
+            command += ["--since", f"{start:.9f}"]
+        return [*command, self.container]
+
+    def _spawn(self) -> None:
+        self._ranks.clear()  # a new process re-reads the overlap: ranks count from scratch
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - argv list, no shell; the user named it
+                self._command(),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot run {self.docker!r} for --docker {self.container}: {exc.strerror or exc}"
+            ) from None
+        self._proc = proc
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        self._readers = [
+            threading.Thread(
+                target=self._read, args=(pipe, name), name=f"docker-{name}", daemon=True
+            )
+            for pipe, name in ((proc.stdout, "stdout"), (proc.stderr, "stderr"))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, pipe: Any, stream: str) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            pending = bytearray()
+            overflow = False
+            for chunk in iter(lambda: pipe.readline(MAX_LINE_BYTES), b""):
+                if chunk.endswith(b"\n"):
+                    if not overflow:
+                        pending += chunk[:-1]
+                    self._lines.put((stream, bytes(pending), overflow))
+                    pending.clear()
+                    overflow = False
+                elif not overflow:
+                    room = MAX_LINE_BYTES - len(pending)
+                    pending += chunk[:room]
+                    overflow = len(chunk) > room or len(pending) >= MAX_LINE_BYTES
+            if pending:
+                self._lines.put((stream, bytes(pending), overflow))
+
+    def _reap(self) -> int:
+        """Wait for the ended `docker logs`, its readers and pipes; its exit code."""
+        proc, self._proc = self._proc, None
+        assert proc is not None
+        code = proc.wait()
+        for reader in self._readers:
+            # A reader blocked on a full queue after a stop has nobody to drain it.
+            while reader.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    self._lines.get_nowait()
+                reader.join(0.05)
+        for pipe in (proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        return code
+
+    def _running(self) -> bool:
+        return self._proc is not None and (
+            self._proc.poll() is None or any(r.is_alive() for r in self._readers)
+        )
+
+    # -- shipping
+
+    def _event(self, stream: str, raw: bytes, truncated: bool) -> tuple[Event, str] | None:
+        match = _DOCKER_TS.match(raw)
+        if match is None:
+            return None  # Docker's own messages ("Error: No such container") are not lines
+        stamp = (match.group(1) + (match.group(2) or b"")).decode() + "Z"
+        rank = self._ranks.get((stream, stamp), 0)
+        self._ranks[stream, stamp] = rank + 1
+        if len(self._ranks) > 10_000:
+            self._ranks = {key: n for key, n in self._ranks.items() if key[1] >= stamp}
+        fraction = (match.group(2) or b".0").decode()[:7].ljust(7, "0")
+        timestamp = match.group(1).decode() + fraction + "Z"
+        ident = f"docker:{self.container}:{stream}:{stamp}:{rank}"
+        event = line_to_event(
+            raw[match.end() :],
+            defaults={**self.defaults, "timestamp": timestamp},
+            output_fields={"stream": stream},
+            truncated=truncated,
+            event_id=str(uuid.uuid5(_ID_NAMESPACE, ident)),
+        )
+        return event, stamp
+
+    def poll(self) -> int:
+        """Ship queued lines; (re)start `docker logs` when needed; return how many lines."""
+        if self.done:
+            return 0
+        if not self._running() and self._lines.empty():
+            if self._proc is not None:
+                code = self._reap()
+                if not self.follow:
+                    self.done = True
+                    if code:
+                        self.failures += 1
+                    return 0
+                self._restart_at = time.monotonic() + _DOCKER_RESTART_S
+            if time.monotonic() < self._restart_at:
+                return 0
+            self._spawn()
+        batch: list[Event] = []
+        newest = self.since
+        deadline = time.monotonic() + 0.05
+        while len(batch) < BATCH_EVENTS:
+            try:
+                stream, raw, truncated = self._lines.get(
+                    timeout=max(deadline - time.monotonic(), 0.001)
+                )
+            except queue.Empty:
+                break
+            made = self._event(stream, raw, truncated)
+            if made is not None:
+                batch.append(made[0])
+                newest = max(newest or made[1], made[1])
+        if batch:
+            self.output.write(batch)  # raises on a stop request: the checkpoint stays put
+            self.since = newest
+        self._checkpoint(force=False)
+        return len(batch)
+
+    def _checkpoint(self, *, force: bool) -> None:
+        if self.since is None or self.since == self._saved:
+            return
+        now = time.monotonic()
+        if not force and now - self._saved_at < _CHECKPOINT_EVERY_S:
+            return
+        self.checkpoints.save_docker(self.container, self.since)
+        self._saved = self.since
+        self._saved_at = now
+
+    def finish(self) -> None:
+        """Save the checkpoint and stop `docker logs` (by its PID)."""
+        proc = self._proc
+        if proc is not None:
+            if proc.poll() is None:
+                proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            self._reap()
+        # Lines read but not shipped are not checkpointed: the overlap re-reads them.
+        self._checkpoint(force=True)
+
+
 # --------------------------------------------------------------------------- the loop
 
 
@@ -630,6 +879,8 @@ class Collector:
         from_start: bool,
         poll_interval: float = 0.25,
         stop: threading.Event | None = None,
+        containers: Sequence[str] = (),
+        docker_service: str | None = None,
     ) -> None:
         self.stop = stop or threading.Event()
         self.output = output
@@ -661,24 +912,37 @@ class Collector:
             )
             for path in paths
         ]
+        self.containers = [
+            DockerLogs(
+                name,
+                follow=True,
+                checkpoints=checkpoints,
+                output=output,
+                service=docker_service or name,
+            )
+            for name in containers
+        ]
         self.shipped = 0
 
     def run(self, *, once: bool = False) -> None:
+        for container in self.containers:
+            container.follow = not once
+        sources: list[TailedFile | DockerLogs] = [*self.files, *self.containers]
         try:
             while not self.stop.is_set():
                 busy = 0
-                for tailed in self.files:
-                    busy += tailed.poll()
+                for source in sources:
+                    busy += source.poll()
                 self.shipped += busy
-                if once and not busy:
+                if once and not busy and all(c.done for c in self.containers):
                     break
                 if not busy:
                     self.stop.wait(self.poll_interval)
         except StopRequestedError:
             pass
         finally:
-            for tailed in self.files:
-                tailed.finish()
+            for source in sources:
+                source.finish()
 
 
 # --------------------------------------------------------------------------- CLI
@@ -686,11 +950,24 @@ class Collector:
 
 def collect_command(
     *,
-    files: Annotated[list[Path], typer.Argument(help="Files to follow (they may not exist yet).")],
+    files: Annotated[
+        list[Path] | None, typer.Argument(help="Files to follow (they may not exist yet).")
+    ] = None,
+    docker: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--docker",
+            help="Follow this container's output with `docker logs` (repeatable).",
+        ),
+    ] = None,
     service: Annotated[
-        str,
-        typer.Option("--service", envvar="LOGBEACON_SERVICE", help="service of plain lines"),
-    ] = "collect",
+        str | None,
+        typer.Option(
+            "--service",
+            envvar="LOGBEACON_SERVICE",
+            help="service of plain lines (default: collect, or the container's name)",
+        ),
+    ] = None,
     from_start: Annotated[
         bool,
         typer.Option("--from-start", help="Read files from the beginning (default: the end)."),
@@ -728,7 +1005,14 @@ def collect_command(
 ) -> None:
     """Follow FILEs across rotation and ship each line once; offsets survive restarts."""
     stop = threading.Event()
-    paths = [Path(os.path.abspath(f)) for f in files]
+    paths = [Path(os.path.abspath(f)) for f in files or ()]
+    containers = list(docker or ())
+    if not paths and not containers:
+        typer.echo("logbeacon collect: name at least one FILE or --docker CONTAINER", err=True)
+        raise typer.Exit(2)
+    if containers and shutil.which("docker") is None:
+        typer.echo("logbeacon collect: --docker needs the docker CLI on PATH", err=True)
+        raise typer.Exit(2)
     try:
         output = open_output(url, key=key, hmac_secret=hmac_secret, data_dir=data_dir, stop=stop)
     except ConfigError as exc:
@@ -738,10 +1022,12 @@ def collect_command(
         paths,
         output=output,
         data_dir=data_dir,
-        service=service,
+        service=service or "collect",
         from_start=from_start,
         poll_interval=poll_interval,
         stop=stop,
+        containers=containers,
+        docker_service=service,
     )
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -753,6 +1039,9 @@ def collect_command(
             previous[signum] = signal.signal(signum, request_stop)
     try:
         collector.run(once=once)
+    except ConfigError as exc:
+        typer.echo(f"logbeacon collect: {exc}", err=True)
+        raise typer.Exit(2) from None
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

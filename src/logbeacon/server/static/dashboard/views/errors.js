@@ -1,7 +1,8 @@
 // Errors: the groups of GET /v1/errors (one per fingerprint) with how often and where they
-// happen, their category and the suggested next steps, and links to sample traces.
+// happen, their category and the suggested next steps, and links to sample traces. Live: an
+// error arriving on the tail reloads the groups (at most every RELOAD_MS).
 
-import { getJSON } from "../api.js";
+import { getJSON, openStream } from "../api.js";
 import {
   clip,
   formatAgo,
@@ -14,6 +15,8 @@ import {
   viewHref,
   viewLink,
 } from "../dom.js";
+
+const RELOAD_MS = 500;
 
 function text(value) {
   return typeof value === "string" ? value : "";
@@ -126,7 +129,22 @@ export function mount(root, { query, signal }) {
     }
   }
 
+  let reloadTimer = null;
+  function reloadSoon() {
+    if (reloadTimer !== null) return;
+    reloadTimer = window.setTimeout(() => {
+      reloadTimer = null;
+      load();
+    }, RELOAD_MS);
+  }
+
   refresh.addEventListener("click", load);
+  const close = openStream({ level: "error" }, reloadSoon);
   load();
-  return null;
+  return {
+    dispose() {
+      close();
+      if (reloadTimer !== null) window.clearTimeout(reloadTimer);
+    },
+  };
 }
