@@ -11,6 +11,7 @@ the policy. Every failure is an `ApiError` with a stable code and no echo of the
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any, Final
@@ -35,6 +36,8 @@ _JSON_TYPES: Final = frozenset({"application/json", "text/plain"})
 _GZIP: Final = frozenset({"gzip", "x-gzip"})
 _IDENTITY: Final = frozenset({"", "identity"})
 _INFLATE_STEP: Final = 64 * 1024
+# A key followed by white space before its colon (legal JSON, never written by our clients).
+_SPACED_COLON: Final = re.compile(rb'"[ \t\n\r]+:')
 
 
 def too_large(limit: int, what: str = "body") -> ApiError:
@@ -136,23 +139,44 @@ class _DuplicateKeyError(Exception):
     pass
 
 
-def _depth_exceeds(doc: Any, limit: int) -> bool:
-    """Breadth-first, one level at a time: no recursion, and scalars are skipped cheaply."""
+def _shape(doc: Any, limit: int) -> tuple[bool, int]:
+    """Whether `doc` nests deeper than `limit`, and how many object keys it holds in all.
+
+    Breadth-first, one level at a time: no recursion, and scalars are skipped cheaply.
+    """
     level: list[Any] = [doc]
     depth = 1
+    keys = 0
     while level:
         if depth > limit:
-            return True
+            return True, keys
         below: list[Any] = []
         push = below.append
         for container in level:
-            for child in container.values() if type(container) is dict else container:
+            if type(container) is dict:
+                keys += len(container)
+                children: Any = container.values()
+            else:
+                children = container
+            for child in children:
                 kind = type(child)
                 if kind is dict or kind is list:
                     push(child)
         level = below
         depth += 1
-    return False
+    return False, keys
+
+
+def _may_repeat_keys(data: bytes, keys: int) -> bool:
+    """False only when `data` (valid JSON holding `keys` distinct keys) has no repeated key.
+
+    Outside strings, `":` in valid JSON is exactly the end of a key; inside strings it only
+    adds to the count. So when no key is followed by white space before its colon, the count
+    of `":` is the number of keys written plus strings that contain it, and equals the
+    number of distinct keys parsed only if nothing was repeated. Anything else (a repeat, a
+    string holding `":`, a spaced colon) sends the body to the exact second parse.
+    """
+    return data.count(b'":') != keys or _SPACED_COLON.search(data) is not None
 
 
 def parse_document(data: bytes) -> Any:
@@ -175,9 +199,11 @@ def parse_document(data: bytes) -> Any:
             "the body is not valid JSON (RFC 8259: no NaN/Infinity, no trailing commas)",
         ) from None
     if isinstance(doc, dict | list):
-        containers = data.count(b"{") + data.count(b"[")
-        if containers > MAX_BODY_DEPTH and _depth_exceeds(doc, MAX_BODY_DEPTH):
+        too_deep, keys = _shape(doc, MAX_BODY_DEPTH)
+        if too_deep:
             raise _too_deep()
+        if not _may_repeat_keys(data, keys):
+            return doc
         # orjson keeps the last of duplicate keys; a second pass finds them. Numbers are not
         # converted here (orjson's values are the ones kept), which also keeps it cheap.
         try:
