@@ -27,6 +27,7 @@ COMMAND_MODULES: Final = (
     "collect",
     "tail",
     "analyze",
+    "alerts",
 )
 
 app = typer.Typer(

@@ -114,6 +114,15 @@ def serve(  # noqa: PLR0917 - Typer maps each parameter to an option
             help="Bucket size per client (env LOGBEACON_BURST; default 500).", show_default=False
         ),
     ] = None,
+    alerts: Annotated[
+        Path | None,
+        typer.Option(
+            "--alerts",
+            help="Alert rules and webhooks, a TOML file (env LOGBEACON_ALERTS; default: new "
+            "error groups and failed runs in prod/staging, kept in the history).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run the ingestion and query server (dashboard URL printed at start)."""
     from logbeacon.exceptions import ConfigError, StoreError
@@ -135,6 +144,7 @@ def serve(  # noqa: PLR0917 - Typer maps each parameter to an option
             max_batch=max_batch,
             rate=rate,
             burst=burst,
+            alerts=alerts,
         )
         app = create_app(settings)
     except (ConfigError, StoreError) as exc:

@@ -98,7 +98,7 @@ class TailSettings:
     """
 
     heartbeat: float = 15.0
-    queue_events: int = 1000
+    queue_events: int = 10_000
     queue_bytes: int = 8 * 1024 * 1024
     max_subscribers: int = 100
     replay_max: int = 10_000

@@ -34,6 +34,7 @@ from logbeacon.server import (
     stream,
     ws,
 )
+from logbeacon.server.alerts import install_alerts
 from logbeacon.server.auth import DIAG_HEADER, Authenticator
 from logbeacon.server.diagnostics import DiagnosticTokens
 from logbeacon.server.errors import ApiResponse, install_error_handlers
@@ -154,7 +155,8 @@ def create_app(
         # The store runs its own background work (group commit, retention purge).
         await state.store.open()
         try:
-            yield
+            async with alert_engine.running():  # rules evaluated off the request path
+                yield
         finally:
             await state.store.close()
 
@@ -169,6 +171,7 @@ def create_app(
     )
     app.state.logbeacon = state
     stream.install_tail(app, state)  # live tail: committed events → subscribers
+    alert_engine = install_alerts(app, state)  # alert rules: committed events → bounded queue
     install_error_handlers(app)
     for module in (ingest, query, health, diagnostics, assets, dashboard, stream, ws):
         app.include_router(module.router)

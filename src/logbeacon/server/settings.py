@@ -47,6 +47,7 @@ ENV_VARS: Final[Mapping[str, tuple[str, ...]]] = {
     "max_batch": ("LOGBEACON_MAX_BATCH",),
     "rate": ("LOGBEACON_RATE",),
     "burst": ("LOGBEACON_BURST",),
+    "alerts": ("LOGBEACON_ALERTS",),
 }
 
 PROD_ENVIRONMENTS: Final = frozenset({"prod", "production"})
@@ -106,10 +107,13 @@ class Settings:
     limits: Limits = DEFAULT_LIMITS
     signature_tolerance: int = 300
     rate_limit_max_keys: int = 100_000
+    alerts: Path | None = None  # alert rules file (docs/alerts.md); None: the default rules
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
         set_(self, "data_dir", Path(self.data_dir))
+        if self.alerts is not None:
+            set_(self, "alerts", Path(self.alerts))
         set_(self, "environment", self.environment.strip().lower())
         set_(self, "allowed_origins", tuple(_origin(o) for o in self.allowed_origins))
         self._validate()
@@ -286,6 +290,6 @@ def _parse(name: str, variable: str, raw: str) -> Any:
         if lowered in _FALSE:
             return False
         raise ConfigError(f"{variable} must be 1/0, true/false, yes/no or on/off")
-    if name == "data_dir":
+    if name in ("data_dir", "alerts"):
         return Path(raw)
     return raw

@@ -5,6 +5,7 @@
 
 import { SIGNED_OUT_EVENT } from "./api.js";
 import { h, notice, replace, viewHref } from "./dom.js";
+import * as alerts from "./views/alerts.js";
 import * as analysis from "./views/analysis.js";
 import * as errors from "./views/errors.js";
 import * as runs from "./views/runs.js";
@@ -20,10 +21,11 @@ const ROUTES = [
   { path: ["runs"], nav: "runs", title: "Runs", mount: runs.mountList },
   { path: ["runs", ":id"], nav: "runs", title: "Run", mount: runs.mountRun },
   { path: ["analysis"], nav: "analysis", title: "Analysis", mount: analysis.mount },
+  { path: ["alerts"], nav: "alerts", title: "Alerts", mount: alerts.mount },
   { path: ["search"], nav: null, title: "Search", mount: search.mount },
 ];
 const DEFAULT_ROUTE = "#/tail";
-const VIEW_KEYS = { 1: "#/tail", 2: "#/errors", 3: "#/runs", 4: "#/analysis" };
+const VIEW_KEYS = { 1: "#/tail", 2: "#/errors", 3: "#/runs", 4: "#/analysis", 5: "#/alerts" };
 
 const main = document.getElementById("main");
 const banner = document.getElementById("banner");
