@@ -35,9 +35,11 @@ def _refused_for_repeats(data: bytes) -> bool:
     try:
         parse_document(data)
     except ApiError as exc:
-        assert "duplicate_keys" == exc.error
-        return True
-    return False
+        refused = exc.error
+    else:
+        return False
+    assert "duplicate_keys" == refused
+    return True
 
 
 @pytest.mark.parametrize(

@@ -232,8 +232,8 @@ def test_open_store_parses_sqlite_urls(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("clickhouse://localhost:8123/logs", "not available yet"),
-        ("chdb:///tmp/x", "not available yet"),
+        ("clickhouse:///logs", "needs a host"),
+        ("chdb:///tmp/x?database=1x", "database name"),
         ("postgres://x", "unknown store URL"),
         ("sqlite:///tmp/x.db?mode=ro", "no \\?query"),
     ],

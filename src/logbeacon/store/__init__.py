@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Final
 from urllib.parse import unquote, urlsplit
@@ -26,7 +27,12 @@ __all__ = [
 ]
 
 DEFAULT_SQLITE_FILE: Final = "events.db"
-_LATER_SCHEMES: Final = ("clickhouse", "clickhouses", "chdb")
+# URL scheme -> the package it needs (imported only when such a store is opened).
+_CLICKHOUSE_SCHEMES: Final = {
+    "clickhouse": "clickhouse_connect",
+    "clickhouses": "clickhouse_connect",
+    "chdb": "chdb",
+}
 
 
 def open_store(
@@ -40,6 +46,9 @@ def open_store(
 
     `sqlite:///abs/path.db` is an absolute path, `sqlite://relative.db` or a bare `sqlite:`
     resolve inside `data_dir` (the default file is `events.db` there).
+    `chdb:///abs/dir` (or `chdb://relative` inside `data_dir`) runs ClickHouse in-process;
+    `clickhouse://user:pass@host:8123/db` (`clickhouses://` or `?secure=1` for TLS) uses a
+    server. Both need `pip install 'logbeacon[clickhouse]'`; they are imported only here.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -60,9 +69,32 @@ def open_store(
             durability="full" if durability == "full" else "normal",
             retention_days=retention_days,
         )
-    if scheme in _LATER_SCHEMES:
-        raise ConfigError(
-            f"--store {url!r}: the {scheme} store is not available yet in this version of "
-            "logbeacon; use sqlite:///path/to/events.db (the default)"
+    if scheme in _CLICKHOUSE_SCHEMES:
+        return _clickhouse_store(
+            url, scheme, data_dir=data_dir, durability=durability, retention_days=retention_days
         )
-    raise ConfigError(f"--store {url!r}: unknown store URL; use sqlite:///path/to/events.db")
+    raise ConfigError(
+        f"--store {url!r}: unknown store URL; use sqlite:///path/to/events.db,"
+        " chdb:///path/to/dir or clickhouse://user:password@host:8123/database"
+    )
+
+
+def _clickhouse_store(
+    url: str, scheme: str, *, data_dir: Path, durability: str, retention_days: float
+) -> Store:
+    module = _CLICKHOUSE_SCHEMES[scheme]
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(
+            f"--store {url!r}: the {scheme} store needs the {module} package;"
+            " install it with: pip install 'logbeacon[clickhouse]'"
+        )
+    if durability not in ("normal", "full"):
+        raise ConfigError(f"--durability must be 'normal' or 'full', not {durability!r}")
+    from logbeacon.store._clickhouse_exec import parse_target
+    from logbeacon.store.clickhouse import ClickHouseStore
+
+    return ClickHouseStore(
+        parse_target(url, data_dir=str(data_dir)),
+        durability="full" if durability == "full" else "normal",
+        retention_days=retention_days,
+    )
