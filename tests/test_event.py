@@ -408,3 +408,36 @@ def test_normalized_timestamp_is_utc() -> None:
     out = normalize_event({"event": "e", "timestamp": "2026-01-01T02:00:00+02:00"})
     parsed = datetime.fromisoformat(out["timestamp"].replace("Z", "+00:00"))
     assert datetime(2026, 1, 1, 0, 0, tzinfo=UTC) == parsed
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("2026-01-31T12:00:00.123456Z", "2026-01-31T12:00:00.123456Z"),
+        ("2026-01-31 12:00:00.123456Z", "2026-01-31T12:00:00.123456Z"),
+        ("2026-01-31T12:00:00.123456+00:00", "2026-01-31T12:00:00.123456Z"),
+        ("2026-01-31T13:00:00.123456+01:00", "2026-01-31T12:00:00.123456Z"),
+        ("2024-02-29T23:59:59.999999Z", "2024-02-29T23:59:59.999999Z"),
+        ("1970-01-01T00:00:00.000000Z", "1970-01-01T00:00:00.000000Z"),
+    ],
+)
+def test_canonical_timestamps_pass_and_others_are_rewritten(raw: str, expected: str) -> None:
+    """A timestamp already in canonical form is kept; any other spelling becomes canonical."""
+    assert expected == normalize_event({"event": "x", "timestamp": raw})["timestamp"]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "2026-02-30T00:00:00.000000Z",  # no such day
+        "2026-13-01T00:00:00.000000Z",
+        "2026-01-01T24:00:00.000000Z",
+        "2026-01-01T00:00:00.00000\u0663Z",  # a digit, but not an ASCII one
+        "2026-01-01T00:00:00.00000xZ",
+    ],
+)
+def test_timestamps_that_only_look_canonical_are_refused(raw: str) -> None:
+    """The canonical-form shortcut still refuses impossible dates and non-ASCII digits."""
+    with pytest.raises(EventError) as info:
+        normalize_event({"event": "x", "timestamp": raw})
+    assert "invalid_timestamp" == info.value.reason

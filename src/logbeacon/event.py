@@ -195,6 +195,37 @@ def _format_whole(whole: int, micros: int) -> str:
     return f"{cache['prefix']}.{micros:06d}Z"
 
 
+def _is_canonical_timestamp(text: str) -> bool:
+    """Whether `text` is already in our fixed-width form and names a real instant.
+
+    Most events arrive stamped by our SDK or browser client in exactly this form; for them
+    the check (one C call for the date and time) replaces a parse and a format that would
+    give the same text back. Years are kept to 1970-2999, where that round trip holds.
+    """
+    return (
+        len(text) == 27
+        and text[26] == "Z"
+        and text[19] == "."
+        and text[10] == "T"
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[13] == ":"
+        and text[16] == ":"
+        and "1970" <= text[:4] <= "2999"
+        and text[20:26].isdigit()
+        and text[20:26].isascii()
+        and _valid_second(text[:19])
+    )
+
+
+def _valid_second(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
+
+
 def utc_now() -> str:
     """The current time as an event timestamp."""
     ns = time.time_ns()
@@ -334,13 +365,35 @@ class _Truncator:
             self.paths.append(path)
             return _DEPTH_MARKER
         if isinstance(value, Mapping):
-            return {
-                str(k): self.value(v, f"{path}.{k}" if path else str(k), depth + 1)
-                for k, v in value.items()
-            }
+            return self.mapping(value, path, depth + 1)
         if isinstance(value, list | tuple):
             return [self.value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
         return self.string(str(value), path, self.limits.max_string)
+
+    def mapping(self, value: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
+        """A copy of `value` whose members sit at `depth`, each within the limits.
+
+        Scalars, nearly every member of a real event, are settled here without building
+        their path, which only a truncation needs.
+        """
+        out: dict[str, Any] = {}
+        max_string = self.limits.max_string
+        for k, v in value.items():
+            key = k if type(k) is str else str(k)
+            kind = type(v)
+            if kind is str:
+                out[key] = (
+                    v
+                    if len(v) <= max_string
+                    else self.string(v, f"{path}.{key}" if path else key, max_string)
+                )
+            elif kind is int or kind is bool or v is None:
+                out[key] = v
+            elif kind is float:
+                out[key] = v if math.isfinite(v) else None
+            else:
+                out[key] = self.value(v, f"{path}.{key}" if path else key, depth)
+        return out
 
 
 def _id_field(name: str, value: object) -> str:
@@ -356,7 +409,7 @@ def _normalize_error(value: object, cut: _Truncator) -> dict[str, Any]:
         value = {"type": "Error", "message": value}
     if not isinstance(value, Mapping):
         raise EventError("invalid_error", "error must be an object with type/message/stack")
-    error: dict[str, Any] = cut.value({k: v for k, v in value.items() if k != "stack"}, "error", 1)
+    error = cut.mapping({k: v for k, v in value.items() if k != "stack"}, "error", 2)
     if "message" in error and not isinstance(error["message"], str):
         error["message"] = str(error["message"])
     if isinstance(error.get("message"), str):
@@ -388,7 +441,7 @@ def _normalize_error(value: object, cut: _Truncator) -> dict[str, Any]:
 def _normalize_http(value: object, cut: _Truncator) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise EventError("invalid_http", "http must be an object (method, route, status, …)")
-    http: dict[str, Any] = cut.value({k: v for k, v in value.items() if k in _HTTP_KEYS}, "http", 1)
+    http = cut.mapping({k: v for k, v in value.items() if k in _HTTP_KEYS}, "http", 2)
     method = http.get("method")
     if isinstance(method, str):
         http["method"] = method.upper()
@@ -436,11 +489,12 @@ def normalize_event(
     out: dict[str, Any] = {}
 
     ts = src.pop("timestamp", None)
-    out["timestamp"] = (
-        format_timestamp(time.time() if now is None else now)
-        if ts is None
-        else (format_timestamp(parse_timestamp(ts)))
-    )
+    if ts is None:
+        out["timestamp"] = format_timestamp(time.time() if now is None else now)
+    elif type(ts) is str and _is_canonical_timestamp(ts):
+        out["timestamp"] = ts  # what parsing and formatting it again would give
+    else:
+        out["timestamp"] = format_timestamp(parse_timestamp(ts))
     level = src.pop("level", None)
     out["level"] = "info" if level is None else normalize_level(level)
 
