@@ -28,6 +28,7 @@ COMMAND_MODULES: Final = (
     "tail",
     "analyze",
     "alerts",
+    "export",
 )
 
 app = typer.Typer(

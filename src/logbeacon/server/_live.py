@@ -6,9 +6,9 @@
   grows past its limits: the first event that does not fit marks it overflowed, and the
   connection is then cut off with a notice (a slow consumer must not grow server memory;
   Loki's tail reports `dropped_entries` the same way).
-- `TailHub` fans out the events this process committed (it is an ingest listener). It is one
-  `LiveSource`; a source that polls a shared store (several ingest nodes) can replace it
-  without the endpoints changing.
+- `TailHub` fans out the events this process committed (it is an ingest listener). With
+  several ingest nodes sharing a store, a `StorePoller` (`server/_poll.py`) also publishes
+  into it the events other nodes committed, and the hub publishes each event id once.
 - `load_backlog` reads what a reconnecting client missed, or an initial backlog, from the
   store.
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import itertools
 import math
 import os
 import re
@@ -84,7 +85,10 @@ _TAIL_ENV: Final[Mapping[str, str]] = {
     "queue_bytes": "LOGBEACON_TAIL_QUEUE_BYTES",
     "max_subscribers": "LOGBEACON_TAIL_MAX_SUBSCRIBERS",
     "replay_max": "LOGBEACON_TAIL_REPLAY_MAX",
+    "poll": "LOGBEACON_TAIL_POLL",
+    "poll_lookback": "LOGBEACON_TAIL_POLL_LOOKBACK",
 }
+_FLOAT_SETTINGS: Final = frozenset({"heartbeat", "poll", "poll_lookback"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -95,6 +99,11 @@ class TailSettings:
     `queue_events`/`queue_bytes` bound one subscriber's outbox; `max_subscribers` bounds SSE
     streams plus WebSocket connections; `replay_max` bounds the events a (re)connect reads
     from the store before going live.
+
+    `poll` is the seconds between reads of the store for events other ingest nodes committed
+    (`server/_poll.py`): None means automatic (on, every second, for a `clickhouse://` store,
+    which several nodes share; off otherwise), 0 turns it off. Each read looks
+    `poll_lookback` seconds back by event timestamp.
     """
 
     heartbeat: float = 15.0
@@ -102,10 +111,18 @@ class TailSettings:
     queue_bytes: int = 8 * 1024 * 1024
     max_subscribers: int = 100
     replay_max: int = 10_000
+    poll: float | None = None
+    poll_lookback: float = 10.0
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.heartbeat) and 0.05 <= self.heartbeat <= 3600):
             raise ConfigError(f"{_TAIL_ENV['heartbeat']} must be 0.05-3600 seconds")
+        if self.poll is not None and not (
+            self.poll == 0 or (math.isfinite(self.poll) and 0.05 <= self.poll <= 3600)
+        ):
+            raise ConfigError(f"{_TAIL_ENV['poll']} must be 0 (off) or 0.05-3600 seconds")
+        if not (math.isfinite(self.poll_lookback) and 0 <= self.poll_lookback <= 3600):
+            raise ConfigError(f"{_TAIL_ENV['poll_lookback']} must be 0-3600 seconds")
         for name in ("queue_events", "queue_bytes", "max_subscribers", "replay_max"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{_TAIL_ENV[name]} must be at least 1")
@@ -121,7 +138,7 @@ class TailSettings:
             if not raw:
                 continue
             try:
-                values[item.name] = float(raw) if item.name == "heartbeat" else int(raw)
+                values[item.name] = float(raw) if item.name in _FLOAT_SETTINGS else int(raw)
             except ValueError:
                 raise ConfigError(f"{variable} must be a number, not {raw[:20]!r}") from None
         values.update({k: v for k, v in overrides.items() if v is not None})
@@ -341,8 +358,11 @@ class Subscription:
         """Up to `limit` queued items; [] when nothing came for `idle` seconds (None: wait)."""
         if not self._items:
             self._ready.clear()
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancellation
+            # that arrives as an item does, and the stream's writer would then never stop.
             try:
-                await asyncio.wait_for(self._ready.wait(), idle)
+                async with asyncio.timeout(idle):
+                    await self._ready.wait()
             except TimeoutError:
                 return []
         batch: list[LiveItem | bytes] = []
@@ -389,11 +409,17 @@ class TailHub:
     `publish` runs on the event loop right after a commit and never awaits: each matching
     event is offered to each subscriber's bounded outbox, and a full outbox only marks that
     subscriber overflowed. Ingestion is never slowed down by a reader.
+
+    With `deduplicate(capacity)` (on when a store poller also publishes, `server/_poll.py`)
+    the hub remembers the ids of the last `capacity` events it published and publishes an
+    event whose id it remembers no more than once, whichever of ingest and poller is first.
     """
 
     def __init__(self, settings: TailSettings | None = None) -> None:
         self.settings = settings or TailSettings()
         self._subscriptions: dict[Subscription, None] = {}
+        self._seen: dict[str, None] | None = None
+        self._seen_capacity = 0
 
     def __len__(self) -> int:
         return len(self._subscriptions)
@@ -413,8 +439,42 @@ class TailHub:
         subscription.close()
         self._subscriptions.pop(subscription, None)
 
+    def deduplicate(self, capacity: int) -> None:
+        """Remember the ids of the last `capacity` published events and skip repeats."""
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._seen = {} if self._seen is None else self._seen
+        self._seen_capacity = capacity
+
+    def seen(self, event_id: str) -> bool:
+        """Was an event with this id published recently (always False without dedupe)?"""
+        return self._seen is not None and event_id in self._seen
+
+    def remember(self, events: Sequence[Event]) -> None:
+        """Mark events as published without delivering them (history, not live)."""
+        if self._seen is not None:
+            self._first_time(events)
+
+    def _first_time(self, events: Sequence[Event]) -> list[Event]:
+        seen = self._seen
+        assert seen is not None
+        fresh: list[Event] = []
+        for event in events:
+            event_id = str(event.get("event_id", ""))
+            if event_id in seen:
+                continue
+            seen[event_id] = None
+            fresh.append(event)
+        excess = len(seen) - self._seen_capacity
+        if excess > 0:  # dicts keep insertion order: the oldest ids go first
+            for old in list(itertools.islice(seen, excess)):
+                del seen[old]
+        return fresh
+
     def publish(self, events: Sequence[Event]) -> None:
         """Ingest listener: offer each new event to every subscriber whose filter matches."""
+        if self._seen is not None:
+            events = self._first_time(events)
         targets = [s for s in self._subscriptions if s.matcher is not None and not s.closed]
         if not targets:
             return

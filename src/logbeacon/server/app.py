@@ -34,6 +34,7 @@ from logbeacon.server import (
     stream,
     ws,
 )
+from logbeacon.server._poll import StorePoller, poll_interval
 from logbeacon.server.alerts import install_alerts
 from logbeacon.server.auth import DIAG_HEADER, Authenticator
 from logbeacon.server.diagnostics import DiagnosticTokens
@@ -155,7 +156,9 @@ def create_app(
         # The store runs its own background work (group commit, retention purge).
         await state.store.open()
         try:
-            async with alert_engine.running():  # rules evaluated off the request path
+            # Other nodes' events for the live tail (several nodes sharing one store).
+            polling = poller.running() if poller is not None else contextlib.nullcontext()
+            async with polling, alert_engine.running():  # rules evaluated off the request path
                 yield
         finally:
             await state.store.close()
@@ -170,7 +173,18 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.logbeacon = state
-    stream.install_tail(app, state)  # live tail: committed events → subscribers
+    hub = stream.install_tail(app, state)  # live tail: committed events → subscribers
+    interval = poll_interval(hub.settings.poll, store)
+    poller = None
+    if interval > 0:
+        poller = StorePoller(
+            hub,
+            lambda: state.store,
+            interval=interval,
+            lookback=hub.settings.poll_lookback,
+            clock=wall,
+        )
+    app.state.tail_poller = poller
     alert_engine = install_alerts(app, state)  # alert rules: committed events → bounded queue
     install_error_handlers(app)
     for module in (ingest, query, health, diagnostics, assets, dashboard, stream, ws):

@@ -40,7 +40,7 @@ def open_store(
     *,
     data_dir: Path,
     durability: str,
-    retention_days: float,
+    retention_days: float | None,
 ) -> Store:
     """Build the store a `--store` URL names (not yet opened).
 
@@ -80,7 +80,7 @@ def open_store(
 
 
 def _clickhouse_store(
-    url: str, scheme: str, *, data_dir: Path, durability: str, retention_days: float
+    url: str, scheme: str, *, data_dir: Path, durability: str, retention_days: float | None
 ) -> Store:
     module = _CLICKHOUSE_SCHEMES[scheme]
     if importlib.util.find_spec(module) is None:
