@@ -265,14 +265,24 @@ class AlertEngine:
             self.evaluated_events += len(batch)
             for occurrence in found:
                 self._throttle.add(occurrence)
-            dirty, self._memory.dirty = self._memory.dirty, {}
-            if dirty and self._history is not None:
-                await asyncio.to_thread(self._history.save_fingerprints, dirty)
             await self._flush(now)
+
+    async def _save_fingerprints(self) -> None:
+        """Write what the memory learned since the last save, once per tick.
+
+        Not per batch: nearly every busy batch holds an error, and a write per batch would
+        cost the server more than evaluating the rules. A crash loses at most one tick of
+        last-seen times; whether a fingerprint is new still follows from the store's error
+        groups, which commit with the events.
+        """
+        dirty, self._memory.dirty = self._memory.dirty, {}
+        if dirty and self._history is not None:
+            await asyncio.to_thread(self._history.save_fingerprints, dirty)
 
     async def _tick(self) -> None:
         assert self._lock is not None
         async with self._lock:
+            await self._save_fingerprints()
             now = self.state.clock()
             for evaluator in self._evaluators:
                 for occurrence in evaluator.tick(now):
