@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         + (
             f"LOGBEACON_TAIL_QUEUE={args.tail_queue}"
             if args.tail_queue
-            else "default tail outbox (LOGBEACON_TAIL_QUEUE unset: 1,000 events per subscriber)"
+            else "default tail outbox (LOGBEACON_TAIL_QUEUE unset: 10,000 events per subscriber)"
         ),
         file=doc,
     )
