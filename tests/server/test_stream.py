@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +20,7 @@ from typing import Any
 
 import httpx
 import orjson
+import psutil
 import pytest
 from starlette.types import Message
 
@@ -37,7 +41,7 @@ from logbeacon.server._live import (
 from logbeacon.server.filters import parse_filters
 from logbeacon.server.stream import EventStream
 from logbeacon.store.base import Query
-from tests.helpers.server import RunningServer, running_server
+from tests.helpers.server import RunningServer, running_server, start_server
 from tests.server.conftest import Harness, HarnessFactory
 
 INJECTION = 'a\n\nevent: admin\ndata: {"level":"error"}\nid: 999\nretry: 1'
@@ -566,6 +570,130 @@ async def test_reconnect_with_last_event_id_has_no_gap_and_no_repeat(
     assert "end" == end["event"]
 
 
+class NumberedWriter(threading.Thread):
+    """Posts batches of sequence-numbered events to `url` until stopped, keeping the numbers of
+    the acknowledged ones (a failed or refused post is not acknowledged, even if stored)."""
+
+    def __init__(self, service: str, url: str, batch: int = 5) -> None:
+        super().__init__(daemon=True)
+        self.service = service
+        self.url = url
+        self.batch = batch
+        self.acked: list[int] = []
+        self.lock = threading.Lock()
+        self.halt = threading.Event()
+        self.next_seq = 0
+
+    def acked_set(self) -> set[int]:
+        with self.lock:
+            return set(self.acked)
+
+    def run(self) -> None:
+        with httpx.Client(timeout=5.0) as client:
+            while not self.halt.is_set():
+                seqs = range(self.next_seq, self.next_seq + self.batch)
+                self.next_seq += self.batch
+                events = [{"service": self.service, "event": "numbered", "seq": n} for n in seqs]
+                with contextlib.suppress(httpx.HTTPError):
+                    response = client.post(f"{self.url}/v1/logs", json=events)
+                    if 200 == response.status_code and len(events) == response.json()["accepted"]:
+                        with self.lock:
+                            self.acked.extend(seqs)
+                self.halt.wait(0.01)
+
+    def wait_acked(self, count: int, seconds: float = 10.0) -> None:
+        deadline = time.monotonic() + seconds
+        while len(self.acked_set()) < count:
+            assert time.monotonic() < deadline, f"only {len(self.acked_set())} events acknowledged"
+            time.sleep(0.02)
+
+
+async def _read_until_broken(reader: SseReader, received: list[int], seconds: float) -> list[str]:
+    """Collect `seq`s from the stream until the server goes away (EOF or a broken connection);
+    returns the reasons of the notices it sent."""
+    notices: list[str] = []
+    with contextlib.suppress(StopAsyncIteration, httpx.TransportError):
+        async with asyncio.timeout(seconds):
+            while True:
+                message = await reader.next(seconds)
+                if "notice" == message.event:
+                    notices.append(orjson.loads(message.data)["reason"])
+                    continue
+                assert "log" == message.event, message
+                received.append(orjson.loads(message.data)["seq"])
+    return notices
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
+async def test_reconnect_after_a_server_restart_gets_every_acknowledged_event_once(
+    tmp_path: Any, stop_signal: signal.Signals
+) -> None:
+    """A client resuming with Last-Event-ID from a restarted server on the same data dir gets
+    every acknowledged event it had not seen, exactly once, while ingestion never paused."""
+    env = {k: v for k, v in TAIL_ENV.items() if k != "LOGBEACON_TAIL_QUEUE"}
+    service = _tag()
+    started = time.monotonic()
+    first = start_server(tmp_path, env=env, name="first")
+    servers = [first]
+    writer = NumberedWriter(service, first.url)
+    before: list[int] = []
+    after: list[int] = []
+    try:
+        async with httpx.AsyncClient(headers=first.read_headers, timeout=10.0) as http:
+            http.base_url = httpx.URL(first.url)
+            async with sse(http, {"service": service}) as stream:
+                writer.start()
+                while len(before) < 100:  # live events, read as they come
+                    (event,) = await stream.events(1)
+                    before.append(event["seq"])
+                os.kill(first.proc.pid, stop_signal)  # while the writer keeps posting
+                stopped_at = time.monotonic()
+                notices = await _read_until_broken(stream, before, seconds=15.0)
+                stream_ended_in = time.monotonic() - stopped_at
+                resume_from = stream.last_id
+            # SIGTERM ends open streams at once with a notice, not after the shutdown timeout.
+            graceful = stop_signal == signal.SIGTERM
+            assert (["server_shutdown"] if graceful else [], True) == (notices, stream_ended_in < 5)
+            await asyncio.to_thread(first.proc.wait, 15)
+            acked_before_restart = len(writer.acked_set())
+
+            second = start_server(tmp_path, env=env, data_dir=first.data_dir, name="second")
+            servers.append(second)
+            writer.url = second.url
+            await asyncio.to_thread(writer.wait_acked, acked_before_restart + 100)
+            assert resume_from is not None
+            http.base_url = httpx.URL(second.url)
+            async with sse(http, {"service": service}, last_event_id=resume_from) as stream:
+                await asyncio.to_thread(writer.wait_acked, acked_before_restart + 200)
+                writer.halt.set()
+                await asyncio.to_thread(writer.join, 10)
+                acked = writer.acked_set()
+                await _post(http, [{"service": service, "event": "numbered", "seq": -1}])
+                async with asyncio.timeout(15):
+                    while -1 not in after:
+                        (event,) = await stream.events(1, seconds=15)
+                        after.append(event["seq"])
+    except BaseException as exc:
+        for server in servers:
+            exc.add_note(f"{server.log_path.name}:\n{server.output()}")
+        raise
+    finally:
+        writer.halt.set()
+        for server in servers:
+            server.stop()
+    received = [*before, *after[:-1]]
+    assert (set(), []) == (
+        acked - set(received),  # nothing acknowledged is missing …
+        sorted(n for n in set(received) if received.count(n) > 1),  # … nothing came twice
+    )
+    assert set() != acked - set(before)  # the resumed stream had something to deliver
+    assert time.monotonic() - started < 30
+    assert 0 < acked_before_restart < len(acked)
+
+
 @pytest.mark.e2e
 async def test_since_gives_a_backlog_before_live_events(http: httpx.AsyncClient) -> None:
     """A fresh stream with `since` first sends the stored matches, oldest first."""
@@ -671,3 +799,53 @@ async def test_a_client_that_stops_reading_is_cut_off_while_others_stream(
     finally:
         stalled.close()
     assert 0 < received.count(b"event: log") < total
+
+
+MIB = 1024 * 1024
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+@pytest.mark.timeout(60)
+def test_a_reader_that_never_reads_keeps_server_memory_bounded(tmp_path: Any) -> None:
+    """Pushing 60 MB of events at a stream whose client never reads grows the server's RSS by
+    less than 50 MiB (default outbox limits: about 26 MiB measured), and it is cut off."""
+    env = {"LOGBEACON_RATE": "1000000", "LOGBEACON_BURST": "100000"}
+    service = _tag()
+    blob = {f"field{i}": "x" * 7000 for i in range(8)}  # ~56 KB per event
+    batch = [{"service": service, "event": "big", **blob} for _ in range(10)]
+    with running_server(tmp_path, env=env) as server, httpx.Client(timeout=30) as http:
+        process = psutil.Process(server.proc.pid)
+
+        def push(count: int) -> int:
+            for _ in range(count):
+                response = http.post(f"{server.url}/v1/logs", json=batch)
+                assert 200 == response.status_code, response.text
+            return len(orjson.dumps(batch)) * count
+
+        push(20)  # warm up: caches, first allocations, the store's pages
+        baseline = process.memory_info().rss
+        stalled = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before the handshake
+        stalled.settimeout(10)
+        try:
+            stalled.connect(("127.0.0.1", server.port))
+            stalled.sendall(
+                f"GET /v1/stream?service={service} HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {server.read_token}\r\n\r\n".encode()
+            )
+            stalled.recv(1)  # the stream started: the subscription exists
+            pushed, peak = 0, baseline
+            while pushed < 60 * MIB:
+                pushed += push(5)
+                peak = max(peak, process.memory_info().rss)
+            received, cut_off = b"", False
+            with contextlib.suppress(TimeoutError):
+                while chunk := stalled.recv(1 << 20):
+                    received += chunk
+                cut_off = True  # EOF: the server closed the stream (a timeout otherwise)
+        finally:
+            stalled.close()
+    growth_mib = round((peak - baseline) / MIB, 1)
+    assert (True, True) == (growth_mib < 50, cut_off), growth_mib
+    assert received.count(b"event: log") < 200  # most of the 1,000+ events were never queued

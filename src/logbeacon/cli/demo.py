@@ -212,6 +212,7 @@ def _server(app: Any) -> uvicorn.Server:
     import uvicorn
 
     from logbeacon.cli.serve import _log_config
+    from logbeacon.server.stream import end_streams
 
     class _Server(uvicorn.Server):
         """Signals are the demo's to handle: it stops both servers and the traffic."""
@@ -219,6 +220,10 @@ def _server(app: Any) -> uvicorn.Server:
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
             yield
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            end_streams(app)  # live-tail streams never end by themselves
+            await super().shutdown(sockets=sockets)
 
     config = uvicorn.Config(
         app,

@@ -7,10 +7,12 @@ variable. Settings are validated before anything binds, so a bad value or an uns
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -230,8 +232,17 @@ def _log_config() -> dict[str, Any]:
 def _run(app: Any, settings: Settings) -> None:
     import uvicorn
 
+    from logbeacon.server.stream import end_streams
+
+    class _Server(uvicorn.Server):
+        """Live-tail streams never end by themselves: end them before waiting for requests."""
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            end_streams(app)
+            await super().shutdown(sockets=sockets)
+
     trusted = list(settings.trusted_proxies)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -242,3 +253,8 @@ def _run(app: Any, settings: Settings) -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+    server = _Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        sys.exit(3)  # uvicorn's STARTUP_FAILURE, as `uvicorn.run` exits

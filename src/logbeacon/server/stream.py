@@ -10,6 +10,8 @@ subscribe to the live source first, then read what the client missed from the st
 those the store read already returned. A `: ping` comment keeps idle streams open through
 proxies. A client that cannot keep up is cut off with a final `event: notice` rather than
 buffered without limit; its reconnect with `Last-Event-ID` reads the rest from the store.
+When the server shuts down (`end_streams`), every stream ends at once with a final
+`event: notice` (`server_shutdown`) instead of holding the shutdown up until it times out.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from logbeacon.store.base import Query, Store
 
 __all__ = [
     "EventStream",
+    "end_streams",
     "get_hub",
     "install_tail",
     "router",
@@ -73,8 +76,16 @@ def install_tail(app: FastAPI, state: ServerState, settings: TailSettings | None
     """Create the app's live-tail hub and subscribe it to committed events."""
     hub = TailHub(settings or TailSettings.from_env())
     app.state.tail_hub = hub
+    app.state.tail_shutdown = asyncio.Event()
     state.add_listener(hub.publish)
     return hub
+
+
+def end_streams(app: FastAPI) -> None:
+    """End every open stream now (the server is shutting down; clients resume elsewhere)."""
+    shutdown = getattr(app.state, "tail_shutdown", None)
+    if isinstance(shutdown, asyncio.Event):
+        shutdown.set()
 
 
 def get_hub(connection: HTTPConnection) -> TailHub:
@@ -134,6 +145,7 @@ async def stream(request: Request, grant: Annotated[ReadGrant, Depends(require_r
             query=query,
             after=after,
             clock=state.clock,
+            shutdown=getattr(request.app.state, "tail_shutdown", None),
         )
     )
 
@@ -176,6 +188,7 @@ class EventStream(Response):
         query: Query,
         after: Position | None,
         clock: Callable[[], float],
+        shutdown: asyncio.Event | None = None,
     ) -> None:
         self.status_code = 200
         self.background = None
@@ -184,6 +197,7 @@ class EventStream(Response):
         self.query = query
         self.after = after
         self.clock = clock
+        self.shutdown = shutdown or asyncio.Event()
         self.in_flight = 0  # live events handed to `send` and not yet written
         self.live = asyncio.Event()  # the store read is over; overflow now means cut off
         self.init_headers({"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
@@ -210,7 +224,8 @@ class EventStream(Response):
         writer = asyncio.ensure_future(self._write(subscription, send, subscribed_at))
         disconnect = asyncio.ensure_future(_wait_disconnect(receive))
         overflow = asyncio.ensure_future(overflowed_while_live())
-        tasks = (writer, disconnect, overflow)
+        shutdown = asyncio.ensure_future(self.shutdown.wait())
+        tasks = (writer, disconnect, overflow, shutdown)
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -224,6 +239,8 @@ class EventStream(Response):
             # Type only: the exception text may quote stored data.
             log.error("live tail stream failed: %s", type(error).__name__)
             final = _notice_frame({"reason": "server_error"})
+        elif shutdown.done() and not shutdown.cancelled() and overflow.cancelled():
+            final = _notice_frame({"reason": "server_shutdown"})
         else:
             # Cut off: what was queued is not delivered on this connection either.
             dropped = subscription.dropped + len(subscription) + self.in_flight
@@ -261,7 +278,8 @@ class EventStream(Response):
         async def emit(body: bytes) -> None:
             message: Message = {"type": "http.response.body", "body": body, "more_body": True}
             try:
-                await asyncio.wait_for(send(message), REPLAY_STALL_SECONDS)
+                async with asyncio.timeout(REPLAY_STALL_SECONDS):  # not wait_for (see next_batch)
+                    await send(message)
             except TimeoutError:
                 raise _CutOff from None
 
