@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -469,12 +470,13 @@ def _snapshot(reader: Reader, read: Callable[[], T]) -> T:
         conn.execute("COMMIT")
 
 
-class DerivedQueries:
+class DerivedQueries(ABC):
     """The Store protocol's derived reads, mixed into `SqliteStore` (which provides `_read`:
     run a function on a read-only connection of its pool)."""
 
+    @abstractmethod
     async def _read(self, fn: Callable[[Reader], T]) -> T:
-        raise NotImplementedError
+        """Run `fn` on a read-only connection of the store's pool."""
 
     async def runs(self, query: RunQuery) -> list[RunSummary]:
         """Runs matching the filters, newest start first."""
