@@ -4,8 +4,12 @@ Nothing lost:
 
 * A batch is checkpointed only after the server acknowledged it (or the local store
   committed it); a crash re-reads from the last checkpoint.
-* Rename-and-create rotation: the old file stays open and is read to its end (including a
-  last line without newline) before the new file is read from its start.
+* Rename-and-create rotation: while nothing is at the path yet, the renamed file is still
+  the one followed (the writer may still append to it). Once a new file is there, the old
+  one is read to its end, and the new file is checkpointed and read from its start; the old
+  one stays open and is read on until it has been quiet for `ROTATE_WAIT_S` (an app that
+  reopens its log only on a signal after logrotate's `create` keeps writing to it for a
+  while), then its last line without newline counts too.
 * copytruncate rotation: lines the truncation took before they were read are recovered from
   the rotated copy next to the file (`app.log.1`, `app.log-20260131` …), found by its
   content fingerprint; then the truncated file is read from its start.
@@ -49,6 +53,7 @@ import sys
 import threading
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +87,8 @@ BATCH_EVENTS: Final = 500
 BATCH_BYTES: Final = 512 * 1024
 _READ_CHUNK: Final = 64 * 1024
 _CHECKPOINT_EVERY_S: Final = 1.0
+#: Seconds a renamed-away file is still read after its last new line.
+ROTATE_WAIT_S: Final = 5.0
 _ID_NAMESPACE: Final = uuid.UUID("6f1c0a52-8d43-4c1e-9a57-0b6b1f3f5e21")
 #: Seconds re-read before a container's checkpoint on restart (duplicates are dropped by id).
 DOCKER_OVERLAP_S: Final = 5.0
@@ -96,14 +103,16 @@ class StopRequestedError(Exception):
 # --------------------------------------------------------------------------- outputs
 
 
-class Output:
+class Output(ABC):
     """Where events go; `write` returns only once they are durable (or finally refused)."""
 
+    @abstractmethod
     def write(self, events: Sequence[Event]) -> None:
-        raise NotImplementedError
+        """Store or ship `events`; return once they are durable or finally refused."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release the store or the HTTP client."""
 
 
 class RemoteOutput(Output):
@@ -384,8 +393,13 @@ def _siblings(path: Path) -> Iterator[Path]:
 
 
 def _find_rotated(path: Path, ident: Identity, *, same_inode: bool) -> int | None:
-    """Open the rotated copy of the file `ident` names (by inode, or by content)."""
-    if not ident.fp_len:
+    """Open the rotated copy of the file `ident` names (by inode, or by content).
+
+    Without a fingerprint the file was empty when last checkpointed (an identity is saved
+    before any line is shipped under it), so a renamed file is found by its inode alone; a
+    copy cannot be told apart without one.
+    """
+    if not ident.fp_len and not same_inode:
         return None
     for candidate in _siblings(path):
         opened = _open(candidate)
@@ -393,7 +407,9 @@ def _find_rotated(path: Path, ident: Identity, *, same_inode: bool) -> int | Non
             continue
         fd, st = opened
         inode_ok = (st.st_dev, st.st_ino) == (ident.dev, ident.ino)
-        if inode_ok == same_inode and _fingerprint(fd, ident.fp_len) == ident.fp:
+        if inode_ok == same_inode and (
+            not ident.fp_len or _fingerprint(fd, ident.fp_len) == ident.fp
+        ):
             return fd
         os.close(fd)
     return None
@@ -499,6 +515,10 @@ class TailedFile:
         self.make_event = make_event
         self.output = output
         self.reader: Reader | None = None
+        #: Renamed-away files still read for a while, each with when it was last seen growing.
+        self.rotated: list[tuple[Reader, float]] = []
+        #: The file that replaced the followed one at the path, opened as soon as noticed.
+        self.next: Reader | None = None
         self._saved: tuple[str, int] | None = None
         self._saved_at = 0.0
         self._started = False
@@ -515,6 +535,7 @@ class TailedFile:
         offset = 0 if new_file or self.from_start else _start_of_last_line(fd, st.st_size)
         self.reader = Reader(fd, ident, offset)
         self.reader.ensure_fingerprint()
+        self._checkpoint(self.reader, force=True)  # at once: see `poll`
         return True
 
     def _start(self) -> int:
@@ -571,7 +592,9 @@ class TailedFile:
 
     # -- shipping
 
-    def _ship_all(self, reader: Reader, *, final: bool) -> int:
+    def _ship_all(self, reader: Reader, *, final: bool, checkpoint: bool = True) -> int:
+        """Ship `reader`'s lines to its end; `checkpoint=False` for a renamed-away file,
+        whose progress must not replace the checkpoint of the file now at the path."""
         shipped = 0
         while True:
             start = reader.offset
@@ -582,6 +605,11 @@ class TailedFile:
                 # Truncated while we read: those bytes may be new content at old offsets.
                 reader.rewind(start)
                 return shipped
+            if checkpoint and (self._saved is None or self._saved[0] != reader.ident.key()):
+                # The fingerprint was just fixed (ids depend on it): save the identity before
+                # any line goes out under it, or a restart would take a longer fingerprint
+                # and give the same lines other ids.
+                self._checkpoint(reader, force=True, offset=start)
             events = [self.make_event(reader.ident, line) for line in lines]
             try:
                 self.output.write(events)
@@ -589,22 +617,25 @@ class TailedFile:
                 reader.rewind(start)
                 raise
             shipped += len(lines)
-            self._checkpoint(reader, force=False)
+            if checkpoint:
+                self._checkpoint(reader, force=False)
+            if reader is self.reader:
+                self._look()
 
-    def _checkpoint(self, reader: Reader, *, force: bool) -> None:
-        state = (reader.ident.key(), reader.offset)
+    def _checkpoint(self, reader: Reader, *, force: bool, offset: int | None = None) -> None:
+        state = (reader.ident.key(), reader.offset if offset is None else offset)
         if state == self._saved:
             return
         now = time.monotonic()
         if not force and now - self._saved_at < _CHECKPOINT_EVERY_S:
             return
-        self.checkpoints.save(self.path, reader.ident, reader.offset)
+        self.checkpoints.save(self.path, reader.ident, state[1])
         self._saved = state
         self._saved_at = now
 
     def poll(self) -> int:
         """Ship new complete lines, handle rotation; return how many lines were shipped."""
-        shipped = 0
+        shipped = self._poll_rotated()
         if self.reader is None:
             first = not self._started
             self._started = True
@@ -620,18 +651,61 @@ class TailedFile:
         reader = self.reader
         assert reader is not None
         shipped += self._ship_all(reader, final=False)
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            st = None
-        if st is None or (st.st_dev, st.st_ino) != (reader.ident.dev, reader.ident.ino):
-            # Renamed away (or deleted): finish the old file, then follow the new one.
-            shipped += self._ship_all(reader, final=True)
+        self._look()  # nothing at the path (renamed, not re-created yet): keep following
+        if self.next is not None:
+            # Another file at the path: the old one is read to its end and checkpointed
+            # before the new one is (a restart finds the old one by inode and drains it
+            # first); the writer may still append to it, so it stays open for a while.
+            shipped += self._ship_all(reader, final=False)
             self._checkpoint(reader, force=True)
-            reader.close()
-            self.reader = None
-            if st is not None and self._open_current(new_file=True):
-                shipped += self.poll()
+            self.rotated.append((reader, time.monotonic()))
+            self.reader, self.next = self.next, None
+            # At once, not within a second: a rotation of this file while we are down must
+            # find the checkpoint on it, not on the file before (two rotations back).
+            self._checkpoint(self.reader, force=True)
+            shipped += self.poll()  # a copytruncate since `_look` is noticed there
+        return shipped
+
+    def _look(self) -> None:
+        """Open a new file at the path as soon as it is noticed (also between the batches of
+        a backlog), and fingerprint it as soon as it has content.
+
+        Until then it is only a name: if it were copytruncated before we held it and knew
+        its first bytes, its first content could not be told from what came after.
+        """
+        reader = self.reader
+        if self.next is None and reader is not None:
+            try:
+                st = os.stat(self.path)
+            except OSError:
+                return
+            if (st.st_dev, st.st_ino) == (reader.ident.dev, reader.ident.ino):
+                return
+            opened = _open(self.path)
+            if opened is None:
+                return
+            fd, st = opened
+            if (st.st_dev, st.st_ino) == (reader.ident.dev, reader.ident.ino):
+                os.close(fd)
+                return
+            self.next = Reader(fd, Identity(st.st_dev, st.st_ino), 0)
+        if self.next is not None:
+            self.next.ensure_fingerprint()
+
+    def _poll_rotated(self) -> int:
+        """Ship what was appended to renamed-away files; close those quiet for a while."""
+        shipped = 0
+        now = time.monotonic()
+        for entry in list(self.rotated):
+            reader, last_growth = entry
+            got = self._ship_all(reader, final=False, checkpoint=False)
+            if got:
+                self.rotated[self.rotated.index(entry)] = (reader, now)
+            elif now - last_growth >= ROTATE_WAIT_S:
+                got = self._ship_all(reader, final=True, checkpoint=False)
+                self.rotated.remove(entry)
+                reader.close()
+            shipped += got
         return shipped
 
     @staticmethod
@@ -649,7 +723,18 @@ class TailedFile:
         return shipped
 
     def finish(self) -> None:
-        """Save the final checkpoint and close the file."""
+        """Save the final checkpoint and close the file (and read renamed-away ones to the
+        end: the checkpoint is on the new file, so a restart would not come back to them)."""
+        while self.rotated:
+            reader, _ = self.rotated.pop()
+            try:
+                with contextlib.suppress(StopRequestedError):
+                    self._ship_all(reader, final=True, checkpoint=False)
+            finally:
+                reader.close()
+        if self.next is not None:
+            self.next.close()  # not checkpointed yet: a restart finds the old file renamed
+            self.next = None
         if self.reader is not None:
             self._checkpoint(self.reader, force=True)
             self.reader.close()
