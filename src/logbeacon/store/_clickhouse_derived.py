@@ -25,7 +25,13 @@ from logbeacon.event import LEVEL_NUMBERS, LEVELS
 from logbeacon.store._clickhouse_exec import Executor, Row
 from logbeacon.store._sqlite_codec import format_micros
 from logbeacon.store._sqlite_derived import DDL, ERROR_LEVEL, MINUTE, _RunFold
-from logbeacon.store._sqlite_derived_read import _SUMMARY_COLUMNS, _suggestions, get_run
+from logbeacon.store._sqlite_derived_read import (
+    _SUMMARY_COLUMNS,
+    MinuteGrid,
+    _suggestions,
+    fold_window_counts,
+    get_run,
+)
 from logbeacon.store.base import (
     MAX_LIMIT,
     AnalysisWindow,
@@ -34,10 +40,8 @@ from logbeacon.store.base import (
     Run,
     RunQuery,
     RunSummary,
-    ServiceCount,
     StepStat,
     StepStats,
-    TimeBucket,
     WindowCounts,
 )
 
@@ -348,25 +352,15 @@ def list_error_groups(ex: Executor, db: str, query: ErrorGroupQuery) -> list[Err
 # --------------------------------------------------------------------------- window analysis
 
 
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def window_counts(ex: Executor, db: str, window: AnalysisWindow) -> WindowCounts:
     """Counts by minute, service and level straight from `events` (whole minutes, like the
     SQLite store's rollup, so both answer the same window)."""
-    since = max(0, _micros(window.since))
-    until = max(since, _micros(window.until))
-    first = since // MINUTE
-    end = max(first + 1, _ceil_div(until, MINUTE))
-    span = end - first
-    width = _ceil_div(span, max(1, window.buckets))
-    buckets = _ceil_div(span, width)
+    grid = MinuteGrid.of(window)
     where = [
         "ts >= fromUnixTimestamp64Micro({lo:Int64})",
         "ts < fromUnixTimestamp64Micro({hi:Int64})",
     ]
-    params: dict[str, Any] = {"lo": first * MINUTE, "hi": end * MINUTE}
+    params: dict[str, Any] = {"lo": grid.first * MINUTE, "hi": grid.end * MINUTE}
     if window.service is not None:
         where.append("service = {service:String}")
         params["service"] = window.service
@@ -378,40 +372,13 @@ def window_counts(ex: Executor, db: str, window: AnalysisWindow) -> WindowCounts
         f" count() FROM {db}.events WHERE {' AND '.join(where)} GROUP BY minute, service, level",
         params,
     )
-    timeline = [[0, 0] for _ in range(buckets)]
-    by_level = dict.fromkeys(LEVELS if window.level is None else _levels_from(window.level), 0)
-    by_service: dict[str, list[int]] = {}
-    for minute, service, level, raw in rows:
-        count = int(raw)
-        number = LEVEL_NUMBERS.get(level, 0)
-        errors = count if number >= ERROR_LEVEL else 0
-        bucket = (int(minute) - first) // width
-        timeline[bucket][0] += count
-        timeline[bucket][1] += errors
-        name = _LEVEL_NAMES.get(number)
-        if name is not None:
-            by_level[name] = by_level.get(name, 0) + count
-        tally = by_service.setdefault(service, [0, 0])
-        tally[0] += count
-        tally[1] += errors
-    step = width * MINUTE
-    return WindowCounts(
-        since=format_micros(first * MINUTE),
-        until=format_micros(end * MINUTE),
-        since_epoch=first * 60.0,
-        until_epoch=end * 60.0,
-        bucket_seconds=width * 60.0,
-        by_level=by_level,
-        by_service=[
-            ServiceCount(service, events, errors)
-            for service, (events, errors) in sorted(
-                by_service.items(), key=lambda item: (-item[1][0], item[0])
-            )
-        ],
-        timeline=[
-            TimeBucket(format_micros(first * MINUTE + i * step), events, errors)
-            for i, (events, errors) in enumerate(timeline)
-        ],
+    return fold_window_counts(
+        grid,
+        window,
+        (
+            ((int(minute) - grid.first) // grid.width, service, LEVEL_NUMBERS.get(level, 0), int(n))
+            for minute, service, level, n in rows
+        ),
     )
 
 

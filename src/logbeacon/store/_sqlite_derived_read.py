@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import orjson
@@ -299,29 +300,34 @@ def _ceil_div(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def window_counts(conn: sqlite3.Connection, window: AnalysisWindow) -> WindowCounts:
-    """Counts from the per-minute rollup; the window is widened to whole minutes."""
-    since = max(0, _micros(window.since))
-    until = max(since, _micros(window.until))
-    first = since // MINUTE
-    end = max(first + 1, _ceil_div(until, MINUTE))
-    span = end - first
-    width = _ceil_div(span, max(1, window.buckets))
-    buckets = _ceil_div(span, width)
-    where = ["minute >= ?", "minute < ?"]
-    params: list[Any] = [first, width, first, end]
-    if window.service is not None:
-        where.append("service = ?")
-        params.append(window.service)
-    if window.level is not None:
-        where.append("lvl >= ?")
-        params.append(LEVEL_NUMBERS[window.level])
-    rows = conn.execute(
-        "SELECT (minute - ?) / ?, service, lvl, sum(n) FROM event_counts"  # noqa: S608
-        f" WHERE {' AND '.join(where)} GROUP BY 1, 2, 3",
-        params,
-    ).fetchall()
-    timeline = [[0, 0] for _ in range(buckets)]
+@dataclass(frozen=True, slots=True)
+class MinuteGrid:
+    """An analysis window widened to whole minutes and cut into equal buckets of minutes.
+
+    Both stores count on this grid, so they answer the same window with the same buckets.
+    """
+
+    first: int  # first minute (epoch minutes)
+    end: int  # minute after the last
+    width: int  # minutes per bucket
+    buckets: int
+
+    @classmethod
+    def of(cls, window: AnalysisWindow) -> MinuteGrid:
+        since = max(0, _micros(window.since))
+        until = max(since, _micros(window.until))
+        first = since // MINUTE
+        end = max(first + 1, _ceil_div(until, MINUTE))
+        span = end - first
+        width = _ceil_div(span, max(1, window.buckets))
+        return cls(first, end, width, _ceil_div(span, width))
+
+
+def fold_window_counts(
+    grid: MinuteGrid, window: AnalysisWindow, rows: Iterable[tuple[int, str, int, int]]
+) -> WindowCounts:
+    """`WindowCounts` from `(bucket, service, level number, count)` rows on `grid`."""
+    timeline = [[0, 0] for _ in range(grid.buckets)]
     by_level = dict.fromkeys(LEVELS if window.level is None else _levels_from(window.level), 0)
     by_service: dict[str, list[int]] = {}
     for bucket, service, level, count in rows:
@@ -334,13 +340,13 @@ def window_counts(conn: sqlite3.Connection, window: AnalysisWindow) -> WindowCou
         tally = by_service.setdefault(service, [0, 0])
         tally[0] += count
         tally[1] += errors
-    step = width * MINUTE
+    first, end, step = grid.first, grid.end, grid.width * MINUTE
     return WindowCounts(
         since=format_micros(first * MINUTE),
         until=format_micros(end * MINUTE),
         since_epoch=first * 60.0,
         until_epoch=end * 60.0,
-        bucket_seconds=width * 60.0,
+        bucket_seconds=grid.width * 60.0,
         by_level=by_level,
         by_service=[
             ServiceCount(service, events, errors)
@@ -353,6 +359,25 @@ def window_counts(conn: sqlite3.Connection, window: AnalysisWindow) -> WindowCou
             for i, (events, errors) in enumerate(timeline)
         ],
     )
+
+
+def window_counts(conn: sqlite3.Connection, window: AnalysisWindow) -> WindowCounts:
+    """Counts from the per-minute rollup; the window is widened to whole minutes."""
+    grid = MinuteGrid.of(window)
+    where = ["minute >= ?", "minute < ?"]
+    params: list[Any] = [grid.first, grid.width, grid.first, grid.end]
+    if window.service is not None:
+        where.append("service = ?")
+        params.append(window.service)
+    if window.level is not None:
+        where.append("lvl >= ?")
+        params.append(LEVEL_NUMBERS[window.level])
+    rows = conn.execute(
+        "SELECT (minute - ?) / ?, service, lvl, sum(n) FROM event_counts"  # noqa: S608
+        f" WHERE {' AND '.join(where)} GROUP BY 1, 2, 3",
+        params,
+    ).fetchall()
+    return fold_window_counts(grid, window, rows)
 
 
 def _levels_from(level: str) -> list[str]:
