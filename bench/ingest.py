@@ -500,8 +500,14 @@ async def run_load(
         result.steal = (busy1[1] - busy0[1]) / duration
 
     def server_seconds() -> float:
+        """CPU of the server and its child processes (logbeacon's SQLite writer process)."""
         times = process.cpu_times()
-        return float(times.user + times.system)
+        total = float(times.user + times.system)
+        for child in process.children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                child_times = child.cpu_times()
+                total += float(child_times.user + child_times.system)
+        return total
 
     try:
         await asyncio.gather(meter(), *(worker(conn) for conn in connections))

@@ -29,3 +29,15 @@ def _clean_logbeacon_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name, raising=False)
     # Under the test suite the SDK's never-raise guard re-raises, so bugs are not swallowed.
     monkeypatch.setenv("LOGBEACON_RAISE_INTERNAL", "1")
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_writer_thread_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Apps built in the test process keep the SQLite writer in a thread.
+
+    Starting a writer process costs about half a second per app, which would double the
+    suite's time. The writer process is covered where it runs for real: the store contract
+    suite (`sqlite-process`), tests/store/test_sqlite_writer_process.py, and every real
+    `logbeacon serve` the tests start (those run on this machine's cores, so it is on).
+    """
+    monkeypatch.setattr("logbeacon.server.settings.usable_cores", lambda: 1)

@@ -171,6 +171,7 @@ def level_number(level: str) -> int:
 # --------------------------------------------------------------------------- timestamps
 
 _ts_cache = threading.local()
+_TS_CACHE_MAX: Final = 64
 
 
 def format_timestamp(epoch_seconds: float) -> str:
@@ -187,12 +188,18 @@ def format_timestamp(epoch_seconds: float) -> str:
 
 
 def _format_whole(whole: int, micros: int) -> str:
-    # Formatting the date part is the expensive bit; one event per second shares it.
-    cache = _ts_cache.__dict__
-    if cache.get("second") != whole:
-        cache["second"] = whole
-        cache["prefix"] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-    return f"{cache['prefix']}.{micros:06d}Z"
+    # Formatting the date part is the expensive bit; events of one second share it. A few
+    # seconds are live at once (the server formats now, the retention bound and the future
+    # bound per request), so the cache holds several.
+    cache: dict[int, str] | None = getattr(_ts_cache, "prefixes", None)
+    if cache is None:
+        cache = _ts_cache.prefixes = {}
+    prefix = cache.get(whole)
+    if prefix is None:
+        if len(cache) >= _TS_CACHE_MAX:
+            cache.clear()
+        prefix = cache[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+    return f"{prefix}.{micros:06d}Z"
 
 
 def _is_canonical_timestamp(text: str) -> bool:

@@ -438,3 +438,61 @@ async def test_rejections_are_counted_in_metrics(harness: Harness) -> None:
         text = (await client.get("/metrics", headers=harness.read_headers)).text
     assert 'logbeacon_discarded_events_total{reason="missing_event"} 2.0' in text
     assert "logbeacon_accepted_events_total 1.0" in text
+
+
+# --------------------------------------------------------------------------- fast path
+
+
+async def test_ingest_keeps_every_middleware_on_the_fast_path(
+    make_harness: HarnessFactory,
+) -> None:
+    """POST /v1/logs skips the router, not the middleware: CORS, security headers and a
+    middleware added after create_app all apply, on success and on errors."""
+    async with make_harness(allowed_origins=("https://app.example.com",)) as harness:
+        seen: list[str] = []
+
+        class Tag:
+            def __init__(self, app: Any) -> None:
+                self.app = app
+
+            async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+                seen.append(f"{scope.get('method')} {scope.get('path')}")
+                await self.app(scope, receive, send)
+
+        harness.app.add_middleware(Tag)
+        harness.app.middleware_stack = None  # rebuilt on the next request, with Tag
+        origin = {"Origin": "https://app.example.com"}
+        async with harness.client() as client:
+            ok = await client.post("/v1/logs", json=[ev()], headers=origin)
+            bad = await client.post("/v1/logs", content=b"{", headers=origin)
+            query = await client.get("/v1/logs", headers=harness.read_headers)
+    for response in (ok, bad):
+        assert "nosniff" == response.headers["x-content-type-options"]
+        assert "no-store" == response.headers["cache-control"]
+        assert "https://app.example.com" == response.headers["access-control-allow-origin"]
+    assert (200, 400, 200) == (ok.status_code, bad.status_code, query.status_code)
+    assert "invalid_json" == bad.json()["error"]
+    assert ["POST /v1/logs", "POST /v1/logs", "GET /v1/logs"] == seen
+
+
+async def test_ingest_is_still_described_in_openapi(client: Any) -> None:
+    """The route answering through the fast path is still in the API description."""
+    spec = (await client.get("/openapi.json")).json()
+    operation = spec["paths"]["/v1/logs"]["post"]
+    assert {"200", "413", "429", "503"} <= set(operation["responses"])
+
+
+async def test_unexpected_error_on_the_fast_path_is_a_clean_500(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug inside ingestion answers the shared 500 body, never a traceback."""
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("secret-value-FAKE in a bug")
+
+    monkeypatch.setattr(harness.state.store, "append", broken)
+    async with harness.client() as client:
+        response = await client.post("/v1/logs", json=[ev()])
+    assert 500 == response.status_code
+    assert {"error": "internal_error", "message": "unexpected server error"} == response.json()
+    assert "secret-value-FAKE" not in response.text

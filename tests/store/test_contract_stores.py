@@ -1,4 +1,5 @@
-"""The Store contract, run against every store: SQLite and ClickHouse (in-process via chdb).
+"""The Store contract, run against every store: SQLite (writer thread and writer process) and
+ClickHouse (in-process via chdb).
 
 The behaviour tests of `test_sqlite_query`, `test_sqlite_roundtrip` and `test_sqlite_derived`
 that only use the Store protocol are collected here again with `store` parametrised over both
@@ -88,14 +89,17 @@ from .conftest import BASE_TIME
 pytest.importorskip("chdb")
 
 Event = dict[str, Any]
-KINDS = ("sqlite", "chdb")
+KINDS = ("sqlite", "sqlite-process", "chdb")
 
 
 async def open_store(kind: str, directory: Path) -> Store:
     """An open store of `kind` in `directory`, retention off (tests use old timestamps)."""
     instance: Store
-    if kind == "sqlite":
-        instance = SqliteStore(directory / "events.db", retention_days=None)
+    if kind.startswith("sqlite"):
+        # "sqlite-process": the same store with its writer in a child process.
+        instance = SqliteStore(
+            directory / "events.db", retention_days=None, writer_process=kind != "sqlite"
+        )
     else:
         target = parse_target(f"chdb://{directory / 'chdb'}", data_dir=str(directory))
         instance = ClickHouseStore(target, retention_days=None)
@@ -198,7 +202,7 @@ async def _answers(store: Store) -> list[Any]:
     return out
 
 
-async def test_both_stores_answer_every_read_identically(
+async def test_every_store_answers_every_read_identically(
     tmp_path: Path, make_event: Callable[..., Event]
 ) -> None:
     """The same batches give equal pages, traces, runs, error groups, analysis and stats."""
@@ -215,7 +219,8 @@ async def test_both_stores_answer_every_read_identically(
             answers.append(await _answers(instance))
         finally:
             await instance.close()
-    assert appended[0] == appended[1]
+    assert all(stored == appended[0] for stored in appended[1:])
     assert [] == [index for index, answer in enumerate(answers[0]) if not answer]  # not vacuous
-    for index, (sqlite_answer, clickhouse_answer) in enumerate(zip(*answers, strict=True)):
-        assert (index, sqlite_answer) == (index, clickhouse_answer)
+    for other in answers[1:]:
+        for index, (first, second) in enumerate(zip(answers[0], other, strict=True)):
+            assert (index, first) == (index, second)

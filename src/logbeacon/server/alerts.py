@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -61,6 +62,7 @@ MAX_FINGERPRINTS: Final = 100_000
 SEED_GROUPS: Final = 1_000  # error groups read from the store at start (the store's page cap)
 _ERROR: Final = LEVEL_NUMBERS["error"]
 _YIELD_EVERY: Final = 256
+_DRAIN_BATCHES: Final = 256  # queued batches evaluated in one pass at most
 
 
 def load_alerts_config(settings: Settings) -> AlertsConfig:
@@ -218,18 +220,25 @@ class AlertEngine:
         assert queue is not None
         last_tick = time.monotonic()
         while True:
-            batch: Sequence[Event] | None = None
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
-            # cancellation that arrives as the queue hands over an item.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.tick_seconds):
-                    batch = await queue.get()
-            if batch is not None:
+            batches: list[Sequence[Event]] = []
+            if queue.empty():
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                # cancellation that arrives as the queue hands over an item.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.tick_seconds):
+                        batches.append(await queue.get())
+            # Whatever else is waiting is evaluated in the same pass: one lock and one flush
+            # for many small (single-event) batches instead of one each.
+            while not queue.empty() and len(batches) < _DRAIN_BATCHES:
+                batches.append(queue.get_nowait())
+            if batches:
                 try:
-                    await self._guard(self._process, batch)
+                    events = batches[0] if len(batches) == 1 else list(chain(*batches))
+                    await self._guard(self._process, events)
                 finally:
-                    self._queued_events -= len(batch)
-                    queue.task_done()
+                    for batch in batches:
+                        self._queued_events -= len(batch)
+                        queue.task_done()
             if time.monotonic() - last_tick >= self.tick_seconds:
                 last_tick = time.monotonic()
                 await self._guard(self._tick)

@@ -16,6 +16,7 @@ through `hmac.compare_digest` against every candidate, without early exit.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import ipaddress
@@ -110,27 +111,34 @@ def rate_key_for_host(host: str | None) -> str:
     """Bucket key of a client address; IPv6 clients are grouped by /64 (one subscriber)."""
     if host is None:
         return "ip:unknown"
+    return _address_facts(host)[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _address_facts(host: str) -> tuple[str, bool]:
+    """(rate key, is loopback) of a peer address.
+
+    Parsing an address is a visible share of a single-event POST, and clients repeat; the
+    cache is bounded, so many distinct clients cost at most its size.
+    """
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return f"ip:{host[:64]}"
+        return f"ip:{host[:64]}", False
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
-            return f"ip:{address.ipv4_mapped}"
-        return f"ip:{ipaddress.IPv6Network((address, 64), strict=False)}"
-    return f"ip:{address}"
+            return f"ip:{address.ipv4_mapped}", address.is_loopback
+        return f"ip:{ipaddress.IPv6Network((address, 64), strict=False)}", address.is_loopback
+    return f"ip:{address}", address.is_loopback
 
 
 def is_local_request(request: Request) -> bool:
     """A loopback peer that was not forwarded by a proxy."""
     host = client_host(request)
-    if host is None:
+    if host is None or not _address_facts(host)[1]:
         return False
-    try:
-        loopback = ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-    return loopback and not any(name in request.headers for name in _FORWARDING_HEADERS)
+    headers = request.headers
+    return not any(name in headers for name in _FORWARDING_HEADERS)
 
 
 def _fingerprint(secret: str) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "ApiError",
     "ApiResponse",
     "ErrorBody",
+    "error_response",
     "error_responses",
     "install_error_handlers",
     "retry_after_header",
@@ -105,15 +106,30 @@ class ApiError(Exception):
         return ApiResponse(body, status_code=self.status, headers=self.headers)
 
 
-def _store_unavailable(exc: StoreUnavailable) -> ApiResponse:
-    retry = retry_after_header(exc.retry_after)
-    return ApiError(
-        503,
-        "store_unavailable",
-        f"the store cannot commit right now (nothing was stored); retry in {retry} s",
-        headers={"Retry-After": retry},
-        retry_after=int(retry),
-    ).response()
+def error_response(exc: Exception) -> ApiResponse:
+    """The response for an exception a handler let through (ApiError, store failures, bugs).
+
+    Shared by the exception handlers and by the ingest fast path, which answers outside the
+    router and so outside the handlers.
+    """
+    if isinstance(exc, ApiError):
+        return exc.response()
+    if isinstance(exc, StoreUnavailable):
+        log.warning("store unavailable: %s", type(exc).__name__)
+        retry = retry_after_header(exc.retry_after)
+        return ApiError(
+            503,
+            "store_unavailable",
+            f"the store cannot commit right now (nothing was stored); retry in {retry} s",
+            headers={"Retry-After": retry},
+            retry_after=int(retry),
+        ).response()
+    if isinstance(exc, StoreError):
+        log.error("store error: %s", type(exc).__name__)
+        return ApiError(500, "store_error", "the store failed; see the server log").response()
+    # Type only: the exception text may quote request data.
+    log.error("unhandled %s in request", type(exc).__name__)
+    return ApiError(500, "internal_error", "unexpected server error").response()
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -146,9 +162,8 @@ def _allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers; called once by `create_app`."""
 
-    async def api_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ApiError)
-        return exc.response()
+    async def by_type(_: Request, exc: Exception) -> Response:
+        return error_response(exc)
 
     async def filter_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, FilterError)
@@ -161,15 +176,6 @@ def install_error_handlers(app: FastAPI) -> None:
         error = ApiError(422, "invalid_request", summary or "invalid request", fields=fields)
         return error.response()
 
-    async def store_unavailable(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, StoreUnavailable)
-        log.warning("store unavailable: %s", type(exc).__name__)
-        return _store_unavailable(exc)
-
-    async def store_error(_: Request, exc: Exception) -> Response:
-        log.error("store error: %s", type(exc).__name__)
-        return ApiError(500, "store_error", "the store failed; see the server log").response()
-
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         code = _status_code_name(exc.status_code)
@@ -179,15 +185,10 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(_allowed_methods(request))
         return ApiError(exc.status_code, code, message, headers=headers).response()
 
-    async def unexpected(_: Request, exc: Exception) -> Response:
-        # Type only: the exception text may quote request data.
-        log.error("unhandled %s in request", type(exc).__name__)
-        return ApiError(500, "internal_error", "unexpected server error").response()
-
-    app.add_exception_handler(ApiError, api_error)
+    app.add_exception_handler(ApiError, by_type)
     app.add_exception_handler(FilterError, filter_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    app.add_exception_handler(StoreUnavailable, store_unavailable)
-    app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(StoreUnavailable, by_type)
+    app.add_exception_handler(StoreError, by_type)
     app.add_exception_handler(StarletteHTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(Exception, by_type)

@@ -8,10 +8,10 @@ The order of the steps is the contract (DESIGN.md §4, RELIABILITY.md §4/§6/§
 4. inflate gzip with the same limit (413), parse strict JSON (400);
 5. batch size (413: over `max_batch`, or more than the whole burst, which could never pass),
    charge the events to the client's buckets (429 with `Retry-After`);
-6. each event on its own: normalise, refuse it if older than the retention window, apply the
-   level policy, redact, enrich (a timestamp over 10 minutes ahead becomes the server's, the
-   client's kept as `client_timestamp`) — a bad event is reported in `rejected` and never
-   sinks its siblings;
+6. each event on its own (`_prepare.py`): normalise, refuse it if older than the retention
+   window, apply the level policy, redact, enrich (a timestamp over 10 minutes ahead becomes
+   the server's, the client's kept as `client_timestamp`) — a bad event is reported in
+   `rejected` and never sinks its siblings;
 7. commit; `200` only after `Store.append` returned (accepted means durable), `503` with
    `Retry-After` when it cannot commit;
 8. hand the committed events to listeners (live tail) and to stdout when `--stdout` is on.
@@ -26,11 +26,13 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from fastapi import APIRouter, Depends, Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from logbeacon.context import is_valid_request_id, parse_traceparent
-from logbeacon.event import encode, format_timestamp, normalize_event
-from logbeacon.exceptions import EventError, StoreUnavailable
+from logbeacon.event import encode
 from logbeacon.server import payload
+from logbeacon.server._prepare import PrepareContext, prepare_events
 from logbeacon.server.auth import (
     DIAG_COOKIE,
     DIAG_HEADER,
@@ -42,20 +44,21 @@ from logbeacon.server.auth import (
     rate_key_for_host,
 )
 from logbeacon.server.diagnostics import DiagnosticTokenError
-from logbeacon.server.errors import ApiError, ApiResponse, error_responses, retry_after_header
-from logbeacon.server.policy import LEVEL_NOT_ALLOWED
+from logbeacon.server.errors import (
+    ApiError,
+    ApiResponse,
+    error_response,
+    error_responses,
+    retry_after_header,
+)
 from logbeacon.server.state import ServerState, get_state
 
-__all__ = ["router"]
+__all__ = ["PATH", "endpoint", "respond", "router"]
 
 log = logging.getLogger("logbeacon.server")
 
 Event = dict[str, Any]
 
-# Timestamps further ahead than this are replaced by the server's time (LIM-10).
-FUTURE_SKEW_SECONDS: Final = 600.0
-# Markers only the server writes; a client's copy would be a forgery (INJ-07).
-_SERVER_MARKERS: Final = ("_redacted", "client_timestamp", "clock_skew")
 # JSON lines must stay one line for every reader: escape the Unicode line breaks orjson keeps.
 _LINE_BREAKS: Final = (
     (b"\xe2\x80\xa8", b"\\u2028"),
@@ -83,11 +86,13 @@ _OPENAPI_EXTRA: Final = {
     },
 }
 
+PATH: Final = "/v1/logs"
+
 router = APIRouter(tags=["ingest"])
 
 
 @router.post(
-    "/v1/logs",
+    PATH,
     summary='Ingest one event, a list, or {"events": [...]}',
     responses={
         200: {
@@ -126,7 +131,7 @@ router = APIRouter(tags=["ingest"])
     ],
     openapi_extra=_OPENAPI_EXTRA,
 )
-async def ingest(request: Request) -> ApiResponse:
+async def ingest(request: Request) -> Response:
     """Store events durably: `200` only after they are committed.
 
     The body may also be sent as `text/plain` (what `navigator.sendBeacon` uses) and with
@@ -134,23 +139,30 @@ async def ingest(request: Request) -> ApiResponse:
     HMAC signature (`x-log-timestamp` + `x-log-signature`) or the browser key (`?key=`, from
     an allowed `Origin`); without any configured, only loopback clients may ingest.
     """
-    state = get_state(request)
+    # `ServerApp` answers this path through `endpoint` before the router; the route
+    # declares the operation in the OpenAPI document and serves routers mounted elsewhere.
+    return await respond(get_state(request), request)
+
+
+async def respond(state: ServerState, request: Request) -> Response:
+    """The whole answer to one ingest request, errors included, with its metrics."""
     started = time.perf_counter()
-    status = 500
     try:
-        response = await _ingest(state, request)
-        status = response.status_code
-        return response
-    except ApiError as exc:
-        status = exc.status
-        state.metrics.rejected_requests.labels(exc.error).inc()
-        raise
-    except StoreUnavailable:
-        status = 503
-        raise
-    finally:
-        state.metrics.ingest_requests.labels(str(status)).inc()
-        state.metrics.ingest_seconds.observe(time.perf_counter() - started)
+        response: Response = await _ingest(state, request)
+    except Exception as exc:
+        if isinstance(exc, ApiError):
+            state.metrics.rejected_requests.labels(exc.error).inc()
+        response = error_response(exc)
+    state.metrics.ingest_requests.labels(str(response.status_code)).inc()
+    state.metrics.ingest_seconds.observe(time.perf_counter() - started)
+    return response
+
+
+async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """`POST /v1/logs` as a bare ASGI app, for the server's fast path (`ServerApp`)."""
+    request = Request(scope, receive)
+    response = await respond(get_state(request), request)
+    await response(scope, receive, send)
 
 
 async def _ingest(state: ServerState, request: Request) -> ApiResponse:
@@ -185,7 +197,7 @@ async def _ingest(state: ServerState, request: Request) -> ApiResponse:
     if count:
         _raise_if_limited(state, _bucket_keys(request, identity), count)
 
-    accepted, rejected = _prepare(state, request, events)
+    accepted, rejected = prepare_events(events, _context(state, request), state.redactor)
     stored: list[Event] = []
     duplicates = 0
     if accepted:
@@ -253,54 +265,19 @@ def _request_correlation(request: Request) -> tuple[str | None, str | None]:
     return request_id, parent.trace_id if parent is not None else None
 
 
-def _prepare(
-    state: ServerState, request: Request, events: Sequence[Any]
-) -> tuple[list[Event], list[tuple[int, str]]]:
-    """Validate, filter, redact and enrich each event; collect per-event rejections."""
-    policy = state.policy
-    diag_session = _diagnostic_session(state, request) if policy.enabled else None
+def _context(state: ServerState, request: Request) -> PrepareContext:
+    """What this request contributes to preparing its events (`_prepare.py`)."""
+    policy_enabled = state.policy.enabled
     request_id, trace_id = _request_correlation(request)
-    now = state.clock()
-    received_at = format_timestamp(now)
-    # Fixed-width timestamps compare as strings in time order.
-    oldest = format_timestamp(max(0.0, now - state.settings.retention_days * 86_400))
-    latest = format_timestamp(now + FUTURE_SKEW_SECONDS)
-    limits = state.settings.limits
-    accepted: list[Event] = []
-    rejected: list[tuple[int, str]] = []
-    for index, item in enumerate(events):
-        raw = item
-        if isinstance(raw, dict) and any(marker in raw for marker in _SERVER_MARKERS):
-            raw = {k: v for k, v in raw.items() if k not in _SERVER_MARKERS}
-        try:
-            event = normalize_event(raw, limits=limits, now=now)
-        except EventError as exc:
-            rejected.append((index, exc.reason))
-            continue
-        if event["timestamp"] < oldest:
-            rejected.append((index, "too_old"))  # retention would purge it right away
-            continue
-        if not policy.allows(event, diag_session):
-            rejected.append((index, LEVEL_NOT_ALLOWED))
-            continue
-        try:
-            event = state.redactor.redact_event(event)
-        except Exception as exc:  # never store what could not be scrubbed
-            log.error("redaction failed: %s", type(exc).__name__)
-            rejected.append((index, "redaction_failed"))
-            continue
-        event["received_at"] = received_at
-        if event["timestamp"] > latest:
-            # A client clock far ahead (common in browsers): keep its value, order by ours.
-            event["client_timestamp"] = event["timestamp"]
-            event["timestamp"] = received_at
-            event["clock_skew"] = True
-        if request_id is not None and "request_id" not in event:
-            event["request_id"] = request_id
-        if trace_id is not None and "trace_id" not in event:
-            event["trace_id"] = trace_id
-        accepted.append(event)
-    return accepted, rejected
+    return PrepareContext(
+        now=state.clock(),
+        retention_days=state.settings.retention_days,
+        limits=state.settings.limits,
+        policy_enabled=policy_enabled,
+        diagnostic_session=_diagnostic_session(state, request) if policy_enabled else None,
+        request_id=request_id,
+        trace_id=trace_id,
+    )
 
 
 def _mirror_to_stdout(events: Sequence[Event]) -> None:

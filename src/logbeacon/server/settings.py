@@ -48,6 +48,7 @@ ENV_VARS: Final[Mapping[str, tuple[str, ...]]] = {
     "rate": ("LOGBEACON_RATE",),
     "burst": ("LOGBEACON_BURST",),
     "alerts": ("LOGBEACON_ALERTS",),
+    "writer_process": ("LOGBEACON_WRITER_PROCESS",),
 }
 
 PROD_ENVIRONMENTS: Final = frozenset({"prod", "production"})
@@ -74,6 +75,14 @@ def is_loopback_host(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1
 
 
 def _env_name(name: str) -> str:
@@ -108,6 +117,7 @@ class Settings:
     signature_tolerance: int = 300
     rate_limit_max_keys: int = 100_000
     alerts: Path | None = None  # alert rules file (docs/alerts.md); None: the default rules
+    writer_process: bool | None = None  # SQLite writer in a child process; None: automatic
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise once, here
@@ -151,6 +161,11 @@ class Settings:
     def is_prod(self) -> bool:
         """The level policy applies (DESIGN.md §4)."""
         return self.environment in PROD_ENVIRONMENTS
+
+    @property
+    def resolved_writer_process(self) -> bool:
+        """The SQLite writer gets its own process when there is a core for it."""
+        return usable_cores() > 1 if self.writer_process is None else self.writer_process
 
     @property
     def ingest_open(self) -> bool:
@@ -283,7 +298,7 @@ def _parse(name: str, variable: str, raw: str) -> Any:
             return float(raw)
         except ValueError:
             raise ConfigError(f"{variable} must be a number, got {raw[:40]!r}") from None
-    if name == "stdout":
+    if name in ("stdout", "writer_process"):
         lowered = raw.lower()
         if lowered in _TRUE:
             return True

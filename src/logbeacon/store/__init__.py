@@ -41,6 +41,7 @@ def open_store(
     data_dir: Path,
     durability: str,
     retention_days: float | None,
+    writer_process: bool = False,
 ) -> Store:
     """Build the store a `--store` URL names (not yet opened).
 
@@ -49,6 +50,7 @@ def open_store(
     `chdb:///abs/dir` (or `chdb://relative` inside `data_dir`) runs ClickHouse in-process;
     `clickhouse://user:pass@host:8123/db` (`clickhouses://` or `?secure=1` for TLS) uses a
     server. Both need `pip install 'logbeacon[clickhouse]'`; they are imported only here.
+    `writer_process` puts a SQLite store's writer in a child process (`SqliteStore`).
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -68,6 +70,7 @@ def open_store(
             path,
             durability="full" if durability == "full" else "normal",
             retention_days=retention_days,
+            writer_process=writer_process,
         )
     if scheme in _CLICKHOUSE_SCHEMES:
         return _clickhouse_store(

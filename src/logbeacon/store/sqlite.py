@@ -26,6 +26,7 @@ from logbeacon.store._sqlite_derived_read import DerivedQueries
 from logbeacon.store._sqlite_read import CursorCodec, NameCache, Reader
 from logbeacon.store._sqlite_schema import configure_connection
 from logbeacon.store._sqlite_writer import Writer, WriterConfig
+from logbeacon.store._sqlite_writer_process import WriterProcess
 from logbeacon.store.base import AppendResult, Page, Query, StoreStats
 
 __all__ = ["SqliteStore"]
@@ -45,7 +46,10 @@ class SqliteStore(DerivedQueries):
     fsync per group commit. `commit_hook` is a fault-injection seam called just before each
     COMMIT of appended events; tests make it raise to prove a failed commit acknowledges
     nothing. `max_db_bytes` caps the database size: at the cap appends raise
-    `StoreUnavailable` (like a full disk) until retention frees space.
+    `StoreUnavailable` (like a full disk) until retention frees space. `writer_process=True`
+    runs the writer in a child process (`_sqlite_writer_process.py`), so a busy event loop and
+    the writer do not take turns on one interpreter lock; `logbeacon serve` does that on
+    machines with more than one core.
 
     Every index, full text included, is updated in the committing transaction, so an
     acknowledged event is at once visible to every filter and to `q`.
@@ -69,6 +73,7 @@ class SqliteStore(DerivedQueries):
         purge_chunk: int = 2000,
         readers: int = 4,
         compress: bool = True,
+        writer_process: bool = False,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ConfigError(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -93,7 +98,9 @@ class SqliteStore(DerivedQueries):
             compress=compress,
         )
         self._reader_count = max(1, readers)
-        self._writer: Writer | None = None
+        # A commit hook is a test seam that cannot cross into another process.
+        self._writer_process = writer_process and commit_hook is None
+        self._writer: Writer | WriterProcess | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
         self._readers: list[Reader] = []
@@ -112,7 +119,7 @@ class SqliteStore(DerivedQueries):
         if self._closed:
             raise StoreError("this SqliteStore was closed; create a new one to reopen the file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        writer = Writer(self._config)
+        writer = WriterProcess(self._config) if self._writer_process else Writer(self._config)
         try:
             await asyncio.to_thread(writer.start)
         except sqlite3.Error as exc:
@@ -165,7 +172,7 @@ class SqliteStore(DerivedQueries):
 
     # ------------------------------------------------------------------ writes
 
-    def _require_writer(self) -> Writer:
+    def _require_writer(self) -> Writer | WriterProcess:
         if self._writer is None:
             raise StoreUnavailable(
                 "event store is not open; call open() first (or it was closed)", 1.0
@@ -186,8 +193,8 @@ class SqliteStore(DerivedQueries):
     async def purge(self, before: float) -> int:
         """Delete events older than `before` in small transactions between append groups."""
         writer = self._require_writer()
-        job = writer.purge_job(round(before * 1_000_000))
-        count: int = await writer.submit_job(job, asyncio.get_running_loop())
+        future = writer.submit_purge(round(before * 1_000_000), asyncio.get_running_loop())
+        count: int = await future
         return count
 
     async def _retention_loop(self) -> None:
