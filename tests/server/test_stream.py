@@ -37,9 +37,10 @@ from logbeacon.server._live import (
     encode_position,
     load_backlog,
     position_of,
+    sse_frame,
 )
 from logbeacon.server.filters import parse_filters
-from logbeacon.server.stream import EventStream
+from logbeacon.server.stream import EventStream, _advance
 from logbeacon.store.base import Query
 from tests.helpers.server import RunningServer, running_server, start_server
 from tests.server.conftest import Harness, HarnessFactory
@@ -849,3 +850,19 @@ def test_a_reader_that_never_reads_keeps_server_memory_bounded(tmp_path: Any) ->
     growth_mib = round((peak - baseline) / MIB, 1)
     assert (True, True) == (growth_mib < 50, cut_off), growth_mib
     assert received.count(b"event: log") < 200  # most of the 1,000+ events were never queued
+
+
+def test_a_frame_is_built_once_for_every_subscriber() -> None:
+    """The SSE frame of an event is encoded once and shared; an event older than what a
+    stream already sent goes out at the stream's watermark, so a resume never goes back."""
+    newer = LiveItem({"event": "b", "event_id": "e2", "received_at": "2026-01-01T00:00:02.000000Z"})
+    older = LiveItem({"event": "a", "event_id": "e1", "received_at": "2026-01-01T00:00:01.000000Z"})
+    assert newer.frame is newer.frame
+    assert sse_frame(newer.position, newer.data) == newer.frame
+    start = ("2026-01-01T00:00:00.000000Z", "")
+    watermark, frame = _advance(start, newer)
+    assert (newer.position, newer.frame) == (watermark, frame)
+    after_older, older_frame = _advance(watermark, older)
+    assert newer.position == after_older
+    assert sse_frame(newer.position, older.data) == older_frame
+    assert b"id: " + encode_position(newer.position).encode() in older_frame

@@ -56,6 +56,7 @@ __all__ = [
     "load_backlog",
     "position_of",
     "search_words",
+    "sse_frame",
 ]
 
 Event = dict[str, Any]
@@ -163,6 +164,11 @@ def encode_position(position: Position) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
+def sse_frame(position: Position, data: bytes) -> bytes:
+    """One `event: log` frame of the live tail, resumable from `position`."""
+    return b"id: %s\nevent: log\ndata: %s\n\n" % (encode_position(position).encode(), data)
+
+
 def decode_position(text: str) -> Position:
     """The position in a `Last-Event-ID`; ValueError when it is not one of ours."""
     problem = "not a Last-Event-ID of this server; reconnect without it"
@@ -199,12 +205,13 @@ class LiveItem:
     """One committed event on its way to subscribers; JSON and search words are computed at
     most once, however many subscribers receive it."""
 
-    __slots__ = ("_data", "_words", "event", "position")
+    __slots__ = ("_data", "_frame", "_words", "event", "position")
 
     def __init__(self, event: Event) -> None:
         self.event = event
         self.position = position_of(event)
         self._data: bytes | None = None
+        self._frame: bytes | None = None
         self._words: frozenset[str] | None = None
 
     @property
@@ -217,6 +224,14 @@ class LiveItem:
         if self._data is None:
             self._data = encode(self.event)
         return self._data
+
+    @property
+    def frame(self) -> bytes:
+        """The SSE frame of the event at its own position: every subscriber sends the same
+        bytes (ten subscribers at 5,000 events/s encoded 50,000 positions a second)."""
+        if self._frame is None:
+            self._frame = sse_frame(self.position, self.data)
+        return self._frame
 
     @property
     def words(self) -> frozenset[str]:

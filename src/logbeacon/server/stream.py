@@ -40,6 +40,7 @@ from logbeacon.server._live import (
     decode_position,
     encode_position,
     load_backlog,
+    sse_frame,
 )
 from logbeacon.server.auth import ReadGrant, require_read
 from logbeacon.server.errors import ApiError, retry_after_header
@@ -150,8 +151,12 @@ async def stream(request: Request, grant: Annotated[ReadGrant, Depends(require_r
     )
 
 
-def _frame(position: Position, data: bytes) -> bytes:
-    return b"id: %s\nevent: log\ndata: %s\n\n" % (encode_position(position).encode(), data)
+def _advance(watermark: Position, item: LiveItem) -> tuple[Position, bytes]:
+    """The new watermark and the item's frame: its shared frame when it moves the watermark,
+    else a frame at the watermark, so a resume never goes back before what was sent."""
+    if item.position >= watermark:
+        return item.position, item.frame
+    return watermark, sse_frame(watermark, item.data)
 
 
 def _notice_frame(body: dict[str, Any]) -> bytes:
@@ -298,10 +303,10 @@ class EventStream(Response):
             recent: set[str] = set()
             frames: list[bytes] = []
             for item in backlog.items:
-                watermark = max(watermark, item.position)
                 if item.position[0] >= cutoff:
                     recent.add(item.event_id)
-                frames.append(_frame(watermark, item.data))
+                watermark, frame = _advance(watermark, item)
+                frames.append(frame)
                 if len(frames) >= _BATCH_FRAMES:
                     await emit(b"".join(frames))
                     frames = []
@@ -333,8 +338,8 @@ class EventStream(Response):
                 if recent and item.event_id in recent:
                     recent.discard(item.event_id)  # published once: never seen again
                     continue
-                watermark = max(watermark, item.position)
-                frames.append(_frame(watermark, item.data))
+                watermark, frame = _advance(watermark, item)
+                frames.append(frame)
             if frames:
                 self.in_flight = len(frames)
                 await emit(b"".join(frames))
