@@ -164,8 +164,11 @@ class Settings:
 
     @property
     def resolved_writer_process(self) -> bool:
-        """The SQLite writer gets its own process when there is a core for it."""
-        return usable_cores() > 1 if self.writer_process is None else self.writer_process
+        """The SQLite writer gets its own process when there is a core for it (on POSIX: the
+        child inherits its pipes by descriptor)."""
+        if self.writer_process is None:
+            return os.name == "posix" and usable_cores() > 1
+        return self.writer_process
 
     @property
     def ingest_open(self) -> bool:

@@ -122,7 +122,7 @@ class WriterProcess:
                 pass_fds=(requests_read, replies_write),
                 close_fds=True,
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: no fd passing on this platform
             for fd in (requests_read, requests_write, replies_read, replies_write):
                 os.close(fd)
             raise StoreError(f"cannot start the event store's writer process: {exc}") from exc
