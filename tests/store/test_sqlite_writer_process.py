@@ -159,3 +159,32 @@ def test_writer_child_exits_when_the_server_is_killed(tmp_path: Path) -> None:
         assert ["before_kill"] == [e["event"] for e in page["events"]]
     finally:
         restarted.stop()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="process inspection via psutil on Linux")
+def test_sigterm_to_the_whole_group_still_stops_cleanly(tmp_path: Path) -> None:
+    """systemd signals every process of the service: the writer ignores SIGTERM, the server
+    shuts down, stops the writer after its last commit, and nothing acknowledged is lost."""
+    server = start_server(tmp_path, args=["--writer-process"])
+    try:
+        response = httpx.post(f"{server.url}/v1/logs", json=[{"event": "before_term"}] * 3)
+        assert 200 == response.status_code, server.output()
+        (child,) = writer_children(server.proc.pid)
+        child.send_signal(signal.SIGTERM)
+        os.kill(server.proc.pid, signal.SIGTERM)
+        # uvicorn re-raises the signal after its graceful shutdown.
+        assert server.proc.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in server.output()
+        child.wait(timeout=30)
+    finally:
+        server.stop()
+    restarted = start_server(tmp_path, data_dir=server.data_dir, name="again")
+    try:
+        page = httpx.get(
+            f"{restarted.url}/v1/logs",
+            params={"event": "before_term"},
+            headers=restarted.read_headers,
+        ).json()
+        assert 3 == len(page["events"])
+    finally:
+        restarted.stop()
