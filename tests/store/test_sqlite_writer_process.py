@@ -41,6 +41,19 @@ def writer_children(pid: int) -> list[psutil.Process]:
     return children
 
 
+def stored_after_restart(tmp_path: Path, event: str) -> list[Event]:
+    """Start `logbeacon serve` again on the same data and read the events named `event`."""
+    restarted = start_server(tmp_path, data_dir=tmp_path / "data", name="again")
+    try:
+        page = httpx.get(
+            f"{restarted.url}/v1/logs", params={"event": event}, headers=restarted.read_headers
+        ).json()
+    finally:
+        restarted.stop()
+    events: list[Event] = page["events"]
+    return events
+
+
 @pytest.fixture
 async def process_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     instance = SqliteStore(tmp_path / "events.db", retention_days=None, writer_process=True)
@@ -149,16 +162,7 @@ def test_writer_child_exits_when_the_server_is_killed(tmp_path: Path) -> None:
     finally:
         server.kill()
     child.wait(timeout=30)  # raises if it is still running
-    restarted = start_server(tmp_path, data_dir=server.data_dir, name="again")
-    try:
-        page = httpx.get(
-            f"{restarted.url}/v1/logs",
-            params={"event": "before_kill"},
-            headers=restarted.read_headers,
-        ).json()
-        assert ["before_kill"] == [e["event"] for e in page["events"]]
-    finally:
-        restarted.stop()
+    assert ["before_kill"] == [e["event"] for e in stored_after_restart(tmp_path, "before_kill")]
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="process inspection via psutil on Linux")
@@ -178,13 +182,4 @@ def test_sigterm_to_the_whole_group_still_stops_cleanly(tmp_path: Path) -> None:
         child.wait(timeout=30)
     finally:
         server.stop()
-    restarted = start_server(tmp_path, data_dir=server.data_dir, name="again")
-    try:
-        page = httpx.get(
-            f"{restarted.url}/v1/logs",
-            params={"event": "before_term"},
-            headers=restarted.read_headers,
-        ).json()
-        assert 3 == len(page["events"])
-    finally:
-        restarted.stop()
+    assert 3 == len(stored_after_restart(tmp_path, "before_term"))

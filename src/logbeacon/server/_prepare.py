@@ -30,6 +30,9 @@ FUTURE_SKEW_SECONDS: Final = 600.0
 _SERVER_MARKERS: Final = ("_redacted", "client_timestamp", "clock_skew")
 
 
+_NO_POLICY: Final = LevelPolicy(enabled=False)
+
+
 @dataclass(frozen=True, slots=True)
 class PrepareContext:
     """What one request contributes to preparing its events."""
@@ -37,7 +40,7 @@ class PrepareContext:
     now: float
     retention_days: int
     limits: Limits = DEFAULT_LIMITS
-    policy_enabled: bool = False
+    policy: LevelPolicy = _NO_POLICY
     diagnostic_session: str | None = None
     request_id: str | None = None
     trace_id: str | None = None
@@ -49,7 +52,7 @@ def prepare_events(events: Sequence[Any], context: PrepareContext, redactor: Red
     A bad event is reported as `(index, reason)` and never sinks its siblings.
     """
     now = context.now
-    policy = LevelPolicy(enabled=context.policy_enabled)
+    policy = context.policy
     diag_session = context.diagnostic_session
     request_id, trace_id = context.request_id, context.trace_id
     received_at = format_timestamp(now)

@@ -267,14 +267,14 @@ def _request_correlation(request: Request) -> tuple[str | None, str | None]:
 
 def _context(state: ServerState, request: Request) -> PrepareContext:
     """What this request contributes to preparing its events (`_prepare.py`)."""
-    policy_enabled = state.policy.enabled
+    policy = state.policy
     request_id, trace_id = _request_correlation(request)
     return PrepareContext(
         now=state.clock(),
         retention_days=state.settings.retention_days,
         limits=state.settings.limits,
-        policy_enabled=policy_enabled,
-        diagnostic_session=_diagnostic_session(state, request) if policy_enabled else None,
+        policy=policy,
+        diagnostic_session=_diagnostic_session(state, request) if policy.enabled else None,
         request_id=request_id,
         trace_id=trace_id,
     )

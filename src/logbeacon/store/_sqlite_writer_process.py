@@ -83,7 +83,6 @@ class WriterProcess:
         self.config = config
         self.pragmas: dict[str, Any] = {}
         self.counters: dict[str, int] = {}
-        self.restarts = 0
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._waiting: dict[int, _Waiter] = {}
@@ -267,7 +266,6 @@ class WriterProcess:
 
     def _restart(self) -> None:
         log.error("the event store's writer process exited; starting a new one")
-        self.restarts += 1
         old = self._process
         if old is not None:
             with contextlib.suppress(subprocess.TimeoutExpired):
