@@ -242,6 +242,16 @@ def _log_config() -> dict[str, Any]:
 _SWITCH_INTERVAL: Final = 0.001  # seconds
 
 
+def _http_protocol() -> Any:
+    """One socket write per response with httptools (`_http_protocol.py`); else uvicorn's
+    own choice."""
+    try:
+        from logbeacon.cli._http_protocol import CoalescingHttpToolsProtocol
+    except ImportError:  # uvicorn without httptools
+        return "auto"
+    return CoalescingHttpToolsProtocol
+
+
 def _run(app: Any, settings: Settings) -> None:
     import uvicorn
 
@@ -265,6 +275,7 @@ def _run(app: Any, settings: Settings) -> None:
         forwarded_allow_ips=trusted or None,
         server_header=False,
         timeout_graceful_shutdown=10,
+        http=_http_protocol(),
     )
     server = _Server(config)
     # The event loop shares the interpreter lock with helper threads (the writer process's
