@@ -574,6 +574,7 @@ class Redactor:
         "_phrases",
         "_plain_keys",
         "_redact_event_copy",
+        "_redact_event_owned",
         "_words",
         "config",
     )
@@ -607,6 +608,7 @@ class Redactor:
         self._plain_keys: set[Any] = set()
         self._benign: set[str] = set()
         self._redact_event_copy = self._event_redactor(copy=True)
+        self._redact_event_owned = self._event_redactor(copy=False)
 
     # ----------------------------------------------------------------- keys
 
@@ -788,7 +790,7 @@ class Redactor:
         scrubbing the returned function gives back that dict itself instead of a copy. In
         every other case it returns what `redact_event` returns (a new dict).
         """
-        return self._event_redactor(copy=False)
+        return self._redact_event_owned
 
     def _event_redactor(self, *, copy: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
         """The event walk behind a check for the usual event, which it leaves unchanged.

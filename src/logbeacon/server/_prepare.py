@@ -60,6 +60,8 @@ def prepare_events(events: Sequence[Any], context: PrepareContext, redactor: Red
     oldest = format_timestamp(max(0.0, now - context.retention_days * 86_400))
     latest = format_timestamp(now + FUTURE_SKEW_SECONDS)
     limits = context.limits
+    # `normalize_event` returns a new dict that nobody else holds: no copy to redact it.
+    redact = redactor.event_redactor()
     accepted: list[Event] = []
     rejected: list[tuple[int, str]] = []
     for index, item in enumerate(events):
@@ -78,7 +80,7 @@ def prepare_events(events: Sequence[Any], context: PrepareContext, redactor: Red
             rejected.append((index, LEVEL_NOT_ALLOWED))
             continue
         try:
-            event = redactor.redact_event(event)
+            event = redact(event)
         except Exception as exc:  # never store what could not be scrubbed
             log.error("redaction failed: %s", type(exc).__name__)
             rejected.append((index, "redaction_failed"))

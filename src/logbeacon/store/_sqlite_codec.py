@@ -337,6 +337,16 @@ def _pack_hex_id(value: str) -> bytes | str:
 
 
 _MISSING: Final = object()
+# The string fields an event's columns hold: `_NAME_FIELDS`, then the ids and the message.
+_COLUMN_FIELDS: Final = (
+    *_NAME_FIELDS,
+    "trace_id",
+    "span_id",
+    "request_id",
+    "session_id",
+    "run_id",
+    "message",
+)
 
 
 class EncodedEvent:
@@ -375,23 +385,19 @@ class EncodedEvent:
         else:
             self.level = level
 
-        service, environment, event_name, node, logger, release = (
-            _take(rest, "service"),
-            _take(rest, "environment"),
-            _take(rest, "event"),
-            _take(rest, "node"),
-            _take(rest, "logger"),
-            _take(rest, "release"),
-        )
+        # `_take` inlined: twelve calls per event were a tenth of the encoding.
+        taken: list[str | None] = []
+        for field in _COLUMN_FIELDS:
+            value = pop(field, _MISSING)
+            if value.__class__ is str:
+                taken.append(value)
+                continue
+            if value is not _MISSING:
+                rest[field] = value  # another type stays in the body as it was
+            taken.append(None)
+        service, environment, event_name, node, logger, release = taken[:6]
         self.names = (service, environment, event_name, node, logger, release)
-        trace, span, request, session, run, message = (
-            _take(rest, "trace_id"),
-            _take(rest, "span_id"),
-            _take(rest, "request_id"),
-            _take(rest, "session_id"),
-            _take(rest, "run_id"),
-            _take(rest, "message"),
-        )
+        trace, span, request, session, run, message = taken[6:]
         self.columns = (
             eid,
             None if trace is None else _pack_hex_id(trace),
@@ -428,16 +434,6 @@ class EncodedEvent:
         else:
             words = event_name or message or ""
         self.document = words + "\n" + " ".join(tokens)
-
-
-def _take(rest: dict[str, Any], field: str) -> str | None:
-    """Pop a string field off the body; anything else stays in the body as it was."""
-    value = rest.pop(field, _MISSING)
-    if value.__class__ is str:
-        return value
-    if value is not _MISSING:
-        rest[field] = value
-    return None
 
 
 def decode_event(row: Sequence[Any], name_of: Callable[[int | None], str | None]) -> dict[str, Any]:
