@@ -205,8 +205,10 @@ async def _ingest(state: ServerState, request: Request) -> ApiResponse:
         stored = [event for event, new in zip(accepted, result.stored, strict=True) if new]
         duplicates = result.duplicates
     metrics = state.metrics
-    metrics.accepted_events.inc(len(stored))
-    metrics.duplicate_events.inc(duplicates)
+    if stored:
+        metrics.accepted_events.inc(len(stored))
+    if duplicates:
+        metrics.duplicate_events.inc(duplicates)
     for _, reason in rejected:
         metrics.discarded_events.labels(reason).inc()
     if stored:
@@ -232,8 +234,7 @@ def _bucket_keys(request: Request, identity: IngestIdentity) -> list[str]:
 def _raise_if_limited(state: ServerState, keys: Sequence[str], cost: int) -> None:
     """Charge `cost` events to every bucket, or answer 429 with the truthful wait."""
     limiter = state.limiter
-    decision = limiter.acquire(keys, cost)
-    state.metrics.ratelimit_keys.set(len(limiter))
+    decision = limiter.acquire(keys, cost)  # `/metrics` reads the limiter's size itself
     if decision.allowed:
         return
     retry = retry_after_header(decision.retry_after)
