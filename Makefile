@@ -6,6 +6,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
+PURE_TESTS := tests/test_event.py tests/test_redact.py tests/test_redact_properties.py \
+	tests/server/test_ingest.py tests/store/test_sqlite_codec.py tests/test_compiled.py
 
 .PHONY: run test lint format typecheck unit bench clean install-run install-test chromium
 
@@ -22,8 +24,17 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[all]'
 	touch $@
 
-install-run: $(VENV)/.installed-run
-install-test: $(VENV)/.installed-test chromium
+install-run: $(VENV)/.installed-run $(VENV)/.speedups
+install-test: $(VENV)/.installed-test $(VENV)/.speedups chromium
+
+# The hot-path modules compiled with mypyc (logbeacon/_compiled.py HOT_MODULES; a test keeps
+# this list equal to it). Rebuilt when one changes; a failed build leaves pure Python.
+HOT := src/logbeacon/event.py src/logbeacon/redact.py src/logbeacon/store/_sqlite_codec.py \
+	src/logbeacon/server/_prepare.py
+$(VENV)/.speedups: $(HOT) src/logbeacon/_compiled.py tools/build_speedups.py $(VENV)/.installed-run
+	$(PIP) install 'mypy>=1.10'
+	$(BIN)/python tools/build_speedups.py
+	touch $@
 
 # Browser tests drive Debian's chromium through Playwright (no browser download is possible).
 chromium:
@@ -38,20 +49,23 @@ run: install-run
 	$(BIN)/logbeacon demo
 
 lint: install-test
-	$(BIN)/ruff check src tests bench examples
-	$(BIN)/ruff format --check src tests bench examples
+	$(BIN)/ruff check src tests bench examples tools
+	$(BIN)/ruff format --check src tests bench examples tools
 
 typecheck: install-test
 	$(BIN)/mypy
 
 unit: install-test
 	$(BIN)/pytest $(PYTEST_ARGS)
+	# The same modules as plain Python (what an install without a C compiler runs).
+	LOGBEACON_PURE_PYTHON=1 $(BIN)/pytest -q $(PURE_TESTS)
 
 test: lint typecheck unit
 
 format: install-test
-	$(BIN)/ruff format src tests bench examples
-	$(BIN)/ruff check --fix src tests bench examples
+	$(BIN)/ruff format src tests bench examples tools
+	$(BIN)/ruff check --fix src tests bench examples tools
 
 clean:
+	-$(BIN)/python tools/build_speedups.py --clean
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

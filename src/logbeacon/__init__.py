@@ -7,6 +7,10 @@ framework integrations import their dependencies only when used.
 
 from __future__ import annotations
 
+from logbeacon import _compiled
+
+_compiled.install()  # before any hot module is imported: never run a stale compiled build
+
 from logbeacon._version import __version__
 from logbeacon.context import bind, bound, get_context, unbind
 from logbeacon.exceptions import (

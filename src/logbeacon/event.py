@@ -491,8 +491,8 @@ def normalize_event(
         raise EventError("not_an_object", "each event must be a JSON object")
     cut = _Truncator(limits)
     src = dict(raw)
-    for name in (*_SERVER_FIELDS, _TRUNCATED_KEY):
-        src.pop(name, None)
+    for server_field in (*_SERVER_FIELDS, _TRUNCATED_KEY):
+        src.pop(server_field, None)
     out: dict[str, Any] = {}
 
     ts = src.pop("timestamp", None)
@@ -505,10 +505,11 @@ def normalize_event(
     level = src.pop("level", None)
     out["level"] = "info" if level is None else normalize_level(level)
 
-    message = src.pop("message", None)
+    # Declared `object`: what a client sent may be anything (mypyc checks declared types).
+    message: object = src.pop("message", None)
     if message is not None and not isinstance(message, str):
         raise EventError("invalid_message", "message must be a string")
-    name = src.pop("event", None)
+    name: object = src.pop("event", None)
     if name is None:
         if message is None:
             raise EventError("missing_event", "an event needs an `event` name or a `message`")

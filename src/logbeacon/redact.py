@@ -63,10 +63,10 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
 
+from logbeacon._redaction import Redaction
 from logbeacon.exceptions import ConfigError
 
 __all__ = [
@@ -514,40 +514,6 @@ def _iban_ok(compact: str) -> bool:
 # --------------------------------------------------------------------------- configuration
 
 
-@dataclass(frozen=True, slots=True)
-class Redaction:
-    """What to scrub beyond the defaults (``logbeacon.configure(redaction=Redaction(...))``).
-
-    The defaults cannot be switched off — only narrowed key by key with ``allow_keys`` — so
-    a configuration mistake never turns redaction off.
-    """
-
-    extra_keys: tuple[str, ...] = ()
-    extra_patterns: tuple[str | re.Pattern[str], ...] = ()
-    allow_keys: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        for name in ("extra_keys", "extra_patterns", "allow_keys"):
-            value = getattr(self, name)
-            if isinstance(value, str | re.Pattern):
-                value = (value,)
-            try:
-                object.__setattr__(self, name, tuple(value))
-            except TypeError:
-                raise ConfigError(
-                    f"Redaction.{name} must be a list or tuple, got {type(value).__name__}"
-                ) from None
-        for key in (*self.extra_keys, *self.allow_keys):
-            if not isinstance(key, str) or not key.strip():
-                raise ConfigError(f"Redaction key names must be non-empty strings, got {key!r}")
-        for pattern in self.extra_patterns:
-            if not isinstance(pattern, str | re.Pattern):
-                raise ConfigError(
-                    "Redaction.extra_patterns takes regex strings or compiled re.Pattern "
-                    f"objects, got {type(pattern).__name__}"
-                )
-
-
 # --------------------------------------------------------------------------- the redactor
 
 _CONTAINERS: Final = (dict, list, tuple, set, frozenset)
@@ -579,7 +545,8 @@ class Redactor:
         "config",
     )
 
-    def __init__(self, config: Redaction | None = None) -> None:
+    # `object`: a wrong type gets the ConfigError below, also when this module is compiled.
+    def __init__(self, config: object = None) -> None:
         if config is not None and not isinstance(config, Redaction):
             raise ConfigError(
                 f"redaction must be a logbeacon.Redaction, got {type(config).__name__}"
@@ -977,10 +944,10 @@ class Redactor:
                 paths.append(str(new_key))
             return
         if kind == _URLISH and isinstance(item, str):
-            new = _drop_query(self.redact_text(item))
-            if (new is not item or new_key is not key) and paths is not None:
+            cleaned = _drop_query(self.redact_text(item))
+            if (cleaned is not item or new_key is not key) and paths is not None:
                 paths.append(str(new_key))
-            out[new_key] = new
+            out[new_key] = cleaned
             return
         mark = 0 if paths is None else len(paths)
         new = self._child(item, depth, paths, new_key)

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
+from logbeacon._compiled import compiled_modules
 from logbeacon.cli._common import fail, safe_text, stderr_console
 
 if TYPE_CHECKING:
@@ -193,6 +194,9 @@ def _print_banner(settings: Settings, generated_token: str | None) -> None:
     lines.append(f"  environment: {settings.environment}; storing {policy}")
     if settings.ingest_open:
         lines.append("  ingestion: open to loopback clients only (no keys configured)")
+    compiled = compiled_modules()
+    hot_path = "compiled with mypyc" if compiled else "pure Python"
+    lines.append(f"  hot path: {hot_path} (docs/server.md, 'Compiled hot path')")
     for line in lines:
         console.print(safe_text(line))
 
