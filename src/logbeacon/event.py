@@ -371,7 +371,7 @@ class _Truncator:
         if depth >= self.limits.max_depth:
             self.paths.append(path)
             return _DEPTH_MARKER
-        if isinstance(value, Mapping):
+        if type(value) is dict or isinstance(value, Mapping):
             return self.mapping(value, path, depth + 1)
         if isinstance(value, list | tuple):
             return [self.value(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]
@@ -414,7 +414,7 @@ def _id_field(name: str, value: object) -> str:
 def _normalize_error(value: object, cut: _Truncator) -> dict[str, Any]:
     if isinstance(value, str):
         value = {"type": "Error", "message": value}
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise EventError("invalid_error", "error must be an object with type/message/stack")
     error = cut.mapping({k: v for k, v in value.items() if k != "stack"}, "error", 2)
     if "message" in error and not isinstance(error["message"], str):
@@ -446,7 +446,7 @@ def _normalize_error(value: object, cut: _Truncator) -> dict[str, Any]:
 
 
 def _normalize_http(value: object, cut: _Truncator) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise EventError("invalid_http", "http must be an object (method, route, status, …)")
     http = cut.mapping({k: v for k, v in value.items() if k in _HTTP_KEYS}, "http", 2)
     method = http.get("method")
@@ -487,7 +487,8 @@ def normalize_event(
     no `event` nor `message`, wrong types of schema fields, an event still over the byte
     limit after truncation.
     """
-    if not isinstance(raw, Mapping):
+    # `type(...) is dict` first: every parsed event is one, and the ABC check costs more.
+    if type(raw) is not dict and not isinstance(raw, Mapping):
         raise EventError("not_an_object", "each event must be a JSON object")
     cut = _Truncator(limits)
     src = dict(raw)
