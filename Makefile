@@ -7,7 +7,8 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip --disable-pip-version-check -q
 PYTEST_ARGS ?=
 PURE_TESTS := tests/test_event.py tests/test_redact.py tests/test_redact_properties.py \
-	tests/server/test_ingest.py tests/store/test_sqlite_codec.py tests/test_compiled.py
+	tests/server/test_ingest.py tests/server/test_payload.py tests/store/test_sqlite_codec.py \
+	tests/store/test_sqlite_derived.py tests/test_compiled.py
 
 .PHONY: run test lint format typecheck unit bench clean install-run install-test chromium
 
@@ -30,7 +31,8 @@ install-test: $(VENV)/.installed-test $(VENV)/.speedups chromium
 # The hot-path modules compiled with mypyc (logbeacon/_compiled.py HOT_MODULES; a test keeps
 # this list equal to it). Rebuilt when one changes; a failed build leaves pure Python.
 HOT := src/logbeacon/event.py src/logbeacon/redact.py src/logbeacon/store/_sqlite_codec.py \
-	src/logbeacon/server/_prepare.py
+	src/logbeacon/server/_prepare.py src/logbeacon/server/payload.py \
+	src/logbeacon/store/_sqlite_derived.py
 $(VENV)/.speedups: $(HOT) src/logbeacon/_compiled.py tools/build_speedups.py $(VENV)/.installed-run
 	$(PIP) install 'mypy>=1.10'
 	$(BIN)/python tools/build_speedups.py

@@ -32,6 +32,8 @@ HOT_MODULES: Final = (
     "logbeacon.redact",
     "logbeacon.store._sqlite_codec",
     "logbeacon.server._prepare",
+    "logbeacon.server.payload",
+    "logbeacon.store._sqlite_derived",
 )
 PURE_ENV: Final = "LOGBEACON_PURE_PYTHON"
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})  # docs/configuration.md's booleans
