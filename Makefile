@@ -34,7 +34,7 @@ HOT := src/logbeacon/event.py src/logbeacon/redact.py src/logbeacon/store/_sqlit
 	src/logbeacon/server/_prepare.py src/logbeacon/server/payload.py \
 	src/logbeacon/store/_sqlite_derived.py
 $(VENV)/.speedups: $(HOT) src/logbeacon/_compiled.py tools/build_speedups.py $(VENV)/.installed-run
-	$(PIP) install 'mypy>=1.10'
+	$(PIP) install 'mypy>=1.10' setuptools
 	$(BIN)/python tools/build_speedups.py
 	touch $@
 

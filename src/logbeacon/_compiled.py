@@ -4,7 +4,8 @@
 same source, type-checked, as C extensions next to the `.py` files, which Python's import
 system prefers. They are what every event goes through — validation, redaction, body
 parsing, server-side preparation, the SQLite row codec and its derived tables — and compiled
-they take about half the CPU (bench/README.md). Without a C compiler or mypy, nothing is built and the `.py` files run.
+they take about half the CPU (bench/README.md). Without a C compiler or mypy, nothing is
+built and the `.py` files run.
 
 The guard: when any hot module's source is newer than its compiled build (an edit since the
 last `make`), or `LOGBEACON_PURE_PYTHON=1` is set, `install()` puts a finder first on
