@@ -11,12 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
 from logbeacon.event import format_timestamp
 from logbeacon.store.sqlite import SqliteStore
-from tests.server.conftest import REMOTE, FakeClock, Harness, HarnessFactory
+from tests.server.conftest import LOOPBACK, REMOTE, FakeClock, Harness, HarnessFactory
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -496,3 +497,51 @@ async def test_unexpected_error_on_the_fast_path_is_a_clean_500(
     assert 500 == response.status_code
     assert {"error": "internal_error", "message": "unexpected server error"} == response.json()
     assert "secret-value-FAKE" not in response.text
+
+
+async def test_router_answers_ingest_like_the_fast_path(harness: Harness) -> None:
+    """Behind a proxy prefix (`root_path`) the router's route answers: same bodies, same
+    statuses and headers, errors included."""
+    transport = httpx.ASGITransport(app=harness.app, client=LOOPBACK, root_path="/proxy")
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        ok = await client.post("/proxy/v1/logs", json=[ev(), {"level": "info"}])
+        bad = await client.post("/proxy/v1/logs", content=b"{")
+        limited = await client.post(
+            "/proxy/v1/logs", content=b"[]", headers={"content-type": "text/csv"}
+        )
+    assert 200 == ok.status_code
+    assert {
+        "accepted": 1,
+        "duplicates": 0,
+        "rejected": [{"index": 1, "reason": "missing_event"}],
+    } == ok.json()
+    assert "application/json" == ok.headers["content-type"]
+    assert (400, "invalid_json") == (bad.status_code, bad.json()["error"])
+    assert (415, "unsupported_media_type") == (limited.status_code, limited.json()["error"])
+    assert "nosniff" == ok.headers["x-content-type-options"]
+
+
+async def test_first_of_repeated_credential_headers_counts(make_harness: HarnessFactory) -> None:
+    """A repeated header is read as its first value, on every path (what Starlette's
+    `Headers.get` answers): a valid key followed by a bogus one is accepted, and the reverse
+    is refused."""
+    async with make_harness(ingest_keys=("k-valid-0123456789",)) as harness:
+        async with harness.client(client=REMOTE) as client:
+            good_first = await client.post(
+                "/v1/logs",
+                json=[ev()],
+                headers=[
+                    ("authorization", "Bearer k-valid-0123456789"),
+                    ("authorization", "Bearer nope"),
+                ],
+            )
+            bad_first = await client.post(
+                "/v1/logs",
+                json=[ev()],
+                headers=[
+                    ("authorization", "Bearer nope"),
+                    ("authorization", "Bearer k-valid-0123456789"),
+                ],
+            )
+    assert 200 == good_first.status_code
+    assert (401, "invalid_credentials") == (bad_first.status_code, bad_first.json()["error"])

@@ -29,6 +29,7 @@ from typing import Annotated, Final, TypeVar
 from fastapi import Depends, Request, Response
 from fastapi.security import APIKeyCookie, APIKeyHeader, APIKeyQuery, HTTPBearer
 
+from logbeacon.server._head import RequestHead
 from logbeacon.server.errors import ApiError
 from logbeacon.server.settings import Settings
 from logbeacon.server.signing import (
@@ -47,7 +48,6 @@ __all__ = [
     "IngestIdentity",
     "ReadGrant",
     "ReplayCache",
-    "client_host",
     "constant_time_in",
     "rate_key_for_host",
     "require_admin",
@@ -92,19 +92,16 @@ def constant_time_in(value: str, candidates: Iterable[str]) -> bool:
 
 
 def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
+    return _bearer_of(request.headers.get("authorization"))
+
+
+def _bearer_of(header: str | None) -> str | None:
     if header is None:
         return None
     scheme, _, token = header.strip().partition(" ")
     if scheme.lower() != "bearer":
         return ""  # present but not a bearer token: invalid, not absent
     return token.strip()
-
-
-def client_host(request: Request) -> str | None:
-    """The peer address (after uvicorn applied trusted proxies' forwarding headers)."""
-    client = request.client
-    return client.host if client is not None else None
 
 
 def rate_key_for_host(host: str | None) -> str:
@@ -132,12 +129,12 @@ def _address_facts(host: str) -> tuple[str, bool]:
     return f"ip:{address}", address.is_loopback
 
 
-def is_local_request(request: Request) -> bool:
+def is_local_request(head: RequestHead) -> bool:
     """A loopback peer that was not forwarded by a proxy."""
-    host = client_host(request)
+    host = head.host
     if host is None or not _address_facts(host)[1]:
         return False
-    headers = request.headers
+    headers = head.headers
     return not any(name in headers for name in _FORWARDING_HEADERS)
 
 
@@ -195,6 +192,9 @@ class IngestIdentity:
     signed: bool = False
 
 
+_LOCAL: Final = IngestIdentity("local")
+
+
 def _unauthorized(code: str, message: str, *, bearer: bool = False) -> ApiError:
     headers = {"WWW-Authenticate": 'Bearer realm="logbeacon"'} if bearer else None
     return ApiError(401, code, message, headers=headers)
@@ -223,21 +223,22 @@ class Authenticator:
 
     # ------------------------------------------------------------------ ingestion
 
-    def ingest_headers(self, request: Request) -> IngestIdentity:
+    def ingest_headers(self, head: RequestHead) -> IngestIdentity:
         """Decide what can be decided before the body is read (the signature needs it)."""
         settings = self.settings
         if settings.ingest_open:
-            if not is_local_request(request):
+            if not is_local_request(head):
                 raise ApiError(
                     403,
                     "loopback_only",
                     "no ingest credential is configured, so only loopback clients may ingest; "
                     "set LOGBEACON_INGEST_KEYS, LOGBEACON_HMAC_SECRETS or LOGBEACON_BROWSER_KEY",
                 )
-            return IngestIdentity("local")
+            return _LOCAL
 
+        headers = head.headers
         identity: IngestIdentity | None = None
-        token = _bearer(request)
+        token = _bearer_of(headers.get("authorization"))
         if token is not None:
             if not token or len(token) > _MAX_CREDENTIAL:
                 raise _unauthorized("invalid_credentials", "invalid Authorization header")
@@ -248,7 +249,7 @@ class Authenticator:
             else:
                 raise _unauthorized("invalid_credentials", "unknown ingest key")
 
-        browser_key = request.query_params.get("key")
+        browser_key = head.query_param("key")
         if browser_key is not None:
             if (
                 settings.browser_key is None
@@ -256,7 +257,7 @@ class Authenticator:
                 or not constant_time_in(browser_key, (settings.browser_key,))
             ):
                 raise _unauthorized("invalid_credentials", "unknown browser key")
-            if request.headers.get("origin") not in settings.allowed_origins:
+            if headers.get("origin") not in settings.allowed_origins:
                 raise ApiError(
                     403,
                     "origin_not_allowed",
@@ -264,7 +265,7 @@ class Authenticator:
                 )
             identity = identity or IngestIdentity("browser")
 
-        if SIGNATURE_HEADER in request.headers or TIMESTAMP_HEADER in request.headers:
+        if SIGNATURE_HEADER in headers or TIMESTAMP_HEADER in headers:
             if not settings.hmac_secrets:
                 raise _unauthorized("invalid_signature", "this server does not accept signatures")
             return IngestIdentity(
@@ -279,15 +280,15 @@ class Authenticator:
         return identity
 
     def verify_signature(
-        self, request: Request, body: bytes, identity: IngestIdentity
+        self, head: RequestHead, body: bytes, identity: IngestIdentity
     ) -> IngestIdentity:
         """Check the HMAC over the raw body bytes as received, then refuse replays.
 
         Returns the identity with its rate key naming the secret that signed (unless an
         ingest key already named one).
         """
-        timestamp = request.headers.get(TIMESTAMP_HEADER)
-        signature = request.headers.get(SIGNATURE_HEADER)
+        timestamp = head.headers.get(TIMESTAMP_HEADER)
+        signature = head.headers.get(SIGNATURE_HEADER)
         secrets = self.settings.hmac_secrets
         try:
             index = signing_secret_index(

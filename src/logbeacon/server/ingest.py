@@ -22,23 +22,23 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Final
 
 from fastapi import APIRouter, Depends, Request
+from starlette.requests import ClientDisconnect, cookie_parser
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from logbeacon.context import is_valid_request_id, parse_traceparent
 from logbeacon.event import encode
 from logbeacon.server import payload
+from logbeacon.server._head import RequestHead
 from logbeacon.server._prepare import PrepareContext, prepare_events
 from logbeacon.server.auth import (
     DIAG_COOKIE,
     DIAG_HEADER,
-    IngestIdentity,
     browser_key_query,
-    client_host,
     ingest_bearer,
     ingest_signature,
     rate_key_for_host,
@@ -46,7 +46,6 @@ from logbeacon.server.auth import (
 from logbeacon.server.diagnostics import DiagnosticTokenError
 from logbeacon.server.errors import (
     ApiError,
-    ApiResponse,
     error_response,
     error_responses,
     retry_after_header,
@@ -141,40 +140,61 @@ async def ingest(request: Request) -> Response:
     """
     # `ServerApp` answers this path through `endpoint` before the router; the route
     # declares the operation in the OpenAPI document and serves routers mounted elsewhere.
-    return await respond(get_state(request), request)
+    status, body, headers = await respond(get_state(request), request.scope, request.receive)
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
 
 
-async def respond(state: ServerState, request: Request) -> Response:
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+
+async def respond(state: ServerState, scope: Scope, receive: Receive) -> Answer:
     """The whole answer to one ingest request, errors included, with its metrics."""
     started = time.perf_counter()
     try:
-        response: Response = await _ingest(state, request)
+        answer = await _ingest(state, RequestHead.from_scope(scope), receive)
     except Exception as exc:
         if isinstance(exc, ApiError):
-            state.metrics.rejected_requests.labels(exc.error).inc()
+            state.metrics.ingest.rejected_request(exc.error)
         response = error_response(exc)
-    state.metrics.ingest_requests.labels(str(response.status_code)).inc()
-    state.metrics.ingest_seconds.observe(time.perf_counter() - started)
-    return response
+        answer = (response.status_code, bytes(response.body), response.raw_headers)
+    state.metrics.ingest.request(answer[0], time.perf_counter() - started)
+    return answer
 
 
 async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     """`POST /v1/logs` as a bare ASGI app, for the server's fast path (`ServerApp`)."""
-    request = Request(scope, receive)
-    response = await respond(get_state(request), request)
-    await response(scope, receive, send)
+    status, body, headers = await respond(scope["app"].state.logbeacon, scope, receive)
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
-async def _ingest(state: ServerState, request: Request) -> ApiResponse:
+async def _body(receive: Receive) -> AsyncIterator[bytes]:
+    """The request body as it arrives (what `Request.stream` does, without the object)."""
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.request":
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+        elif kind == "http.disconnect":
+            raise ClientDisconnect
+
+
+async def _ingest(state: ServerState, head: RequestHead, receive: Receive) -> Answer:
     settings = state.settings
-    headers = request.headers
+    headers = head.headers
     gzip = payload.check_headers(headers.get("content-type"), headers.get("content-encoding"))
     payload.check_content_length(headers.get("content-length"), settings.max_body_bytes)
 
-    identity = state.auth.ingest_headers(request)
-    raw = await payload.read_body(request.stream(), settings.max_body_bytes)
+    identity = state.auth.ingest_headers(head)
+    raw = await payload.read_body(_body(receive), settings.max_body_bytes)
     if identity.signed:
-        identity = state.auth.verify_signature(request, raw, identity)
+        identity = state.auth.verify_signature(head, raw, identity)
     data = payload.decode_content(raw, gzip=gzip, limit=settings.max_body_bytes)
     events = payload.split_events(payload.parse_document(data))
 
@@ -195,40 +215,38 @@ async def _ingest(state: ServerState, request: Request) -> ApiResponse:
             limit=settings.burst,
         )
     if count:
-        _raise_if_limited(state, _bucket_keys(request, identity), count)
+        keys = [rate_key_for_host(head.host)]
+        if identity.rate_key is not None:
+            keys.append(identity.rate_key)
+        _raise_if_limited(state, keys, count)
 
-    accepted, rejected = prepare_events(events, _context(state, request), state.redactor)
+    accepted, rejected = prepare_events(events, _context(state, headers), state.redactor)
     stored: list[Event] = []
     duplicates = 0
     if accepted:
         result = await state.store.append(accepted)
         stored = [event for event, new in zip(accepted, result.stored, strict=True) if new]
         duplicates = result.duplicates
-    metrics = state.metrics
-    if stored:
-        metrics.accepted_events.inc(len(stored))
-    if duplicates:
-        metrics.duplicate_events.inc(duplicates)
+    meter = state.metrics.ingest
+    meter.accepted += len(stored)
+    meter.duplicates += duplicates
     for _, reason in rejected:
-        metrics.discarded_events.labels(reason).inc()
+        meter.discarded_event(reason)
     if stored:
         if settings.stdout:
             _mirror_to_stdout(stored)
         await state.notify(stored)
-    return ApiResponse(
+    body = encode(
         {
             "accepted": len(stored),
             "duplicates": duplicates,
             "rejected": [{"index": index, "reason": reason} for index, reason in rejected],
         }
     )
+    return 200, body, [(b"content-length", str(len(body)).encode()), _JSON]
 
 
-def _bucket_keys(request: Request, identity: IngestIdentity) -> list[str]:
-    keys = [rate_key_for_host(client_host(request))]
-    if identity.rate_key is not None:
-        keys.append(identity.rate_key)
-    return keys
+_JSON: Final = (b"content-type", b"application/json")
 
 
 def _raise_if_limited(state: ServerState, keys: Sequence[str], cost: int) -> None:
@@ -247,8 +265,11 @@ def _raise_if_limited(state: ServerState, keys: Sequence[str], cost: int) -> Non
     )
 
 
-def _diagnostic_session(state: ServerState, request: Request) -> str | None:
-    token = request.headers.get(DIAG_HEADER) or request.cookies.get(DIAG_COOKIE)
+def _diagnostic_session(state: ServerState, headers: dict[str, str]) -> str | None:
+    token = headers.get(DIAG_HEADER)
+    if not token:
+        cookie = headers.get("cookie")
+        token = cookie_parser(cookie).get(DIAG_COOKIE) if cookie else None
     if not token:
         return None
     try:
@@ -258,24 +279,24 @@ def _diagnostic_session(state: ServerState, request: Request) -> str | None:
         return None
 
 
-def _request_correlation(request: Request) -> tuple[str | None, str | None]:
-    request_id = request.headers.get("x-request-id")
-    if not is_valid_request_id(request_id):
-        request_id = None
-    parent = parse_traceparent(request.headers.get("traceparent"))
-    return request_id, parent.trace_id if parent is not None else None
-
-
-def _context(state: ServerState, request: Request) -> PrepareContext:
+def _context(state: ServerState, headers: dict[str, str]) -> PrepareContext:
     """What this request contributes to preparing its events (`_prepare.py`)."""
     policy = state.policy
-    request_id, trace_id = _request_correlation(request)
+    request_id = headers.get("x-request-id")
+    if request_id is not None and not is_valid_request_id(request_id):
+        request_id = None
+    trace_id = None
+    traceparent = headers.get("traceparent")
+    if traceparent is not None:
+        parent = parse_traceparent(traceparent)
+        trace_id = parent.trace_id if parent is not None else None
+    settings = state.settings
     return PrepareContext(
         now=state.clock(),
-        retention_days=state.settings.retention_days,
-        limits=state.settings.limits,
+        retention_days=settings.retention_days,
+        limits=settings.limits,
         policy=policy,
-        diagnostic_session=_diagnostic_session(state, request) if policy.enabled else None,
+        diagnostic_session=_diagnostic_session(state, headers) if policy.enabled else None,
         request_id=request_id,
         trace_id=trace_id,
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import logging
 import os
@@ -397,6 +398,10 @@ def child_main(requests: Connection, replies: Connection, config: WriterConfig) 
         replies.send(("failed", f"cannot open the event store at {config.path}: {exc}"))
         return
     replies.send(("ready", dict(writer.pragmas), dict(writer.counters)))
+    # Imports and the open writer live as long as this process: spare the collector's full
+    # passes from walking them again while batches of events come and go.
+    gc.collect()
+    gc.freeze()
     outgoing: list[tuple[Any, ...]] = []
     send_lock = threading.Lock()
 
