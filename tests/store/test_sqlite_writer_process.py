@@ -183,3 +183,74 @@ def test_sigterm_to_the_whole_group_still_stops_cleanly(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert 3 == len(stored_after_restart(tmp_path, "before_term"))
+
+
+async def test_many_small_appends_of_one_loop_pass_all_commit(
+    process_store: SqliteStore, make_event: Callable[..., Event]
+) -> None:
+    """Single-event appends submitted together travel together and are each answered."""
+    events = [make_event() for _ in range(300)]
+    results = await asyncio.gather(*(process_store.append([event]) for event in events))
+    assert all([True] == result.stored for result in results)
+    assert 300 == (await process_store.stats()).events
+    assert 0 == process_store._require_writer().backlog
+
+
+async def test_a_full_pipe_never_blocks_the_event_loop(
+    process_store: SqliteStore, make_event: Callable[..., Event]
+) -> None:
+    """With the child stopped, megabytes of batches queue in the parent while the loop keeps
+    running; once the child resumes, every batch commits."""
+    (child,) = writer_children(os.getpid())
+    big = "x" * 2_000
+    batches = [[make_event(message=f"{big} {i} {j}") for j in range(100)] for i in range(20)]
+    child.send_signal(signal.SIGSTOP)
+    try:
+        pending = [asyncio.ensure_future(process_store.append(batch)) for batch in batches]
+        started = time.monotonic()
+        for _ in range(20):  # the loop turns over while ~4 MB wait for a 64 KiB pipe
+            await asyncio.sleep(0.005)
+        assert time.monotonic() - started < 2.0
+        assert not any(future.done() for future in pending)
+    finally:
+        child.send_signal(signal.SIGCONT)
+    results = await asyncio.wait_for(asyncio.gather(*pending), 60)
+    assert all(result.stored == [True] * 100 for result in results)
+    assert 2_000 == (await process_store.stats()).events
+
+
+async def test_appends_from_another_thread_and_loop(
+    process_store: SqliteStore, make_event: Callable[..., Event]
+) -> None:
+    """The pipes belong to the loop that opened the store; a caller on another loop (in
+    another thread) is served through it and answered on its own loop."""
+    batch = [make_event() for _ in range(7)]
+
+    def elsewhere() -> list[bool]:
+        async def append() -> list[bool]:
+            return (await process_store.append(batch)).stored
+
+        return asyncio.run(append())
+
+    stored = await asyncio.to_thread(elsewhere)
+    assert [True] * 7 == stored
+    assert 7 == (await process_store.stats()).events
+
+
+def test_frames_split_anywhere_are_read_whole() -> None:
+    """Replies arrive in arbitrary pieces; only complete messages are taken off the buffer."""
+    from logbeacon.store._sqlite_writer_process import _frame, _unframe
+
+    messages = [
+        ("ok", 1, [True]),
+        {"counters": list(range(300))},
+        ("error", 2, ("store", "x", None)),
+    ]
+    wire = b"".join(_frame(message) for message in messages)
+    for cut in range(len(wire) + 1):
+        buffer = bytearray(wire[:cut])
+        got = _unframe(buffer)
+        buffer += wire[cut:]
+        got += _unframe(buffer)
+        assert messages == got
+        assert not buffer

@@ -283,10 +283,11 @@ def _run(app: Any, settings: Settings) -> None:
         http=_http_protocol(),
     )
     server = _Server(config)
-    # The event loop shares the interpreter lock with helper threads (the writer process's
-    # pipes, SQLite readers); at the default 5 ms a helper that wakes up can wait that long
-    # for its turn, once per message. 1 ms raised batch throughput by about a fifth
-    # (bench/README.md). This is the server's own process, so the setting is ours to make.
+    # The event loop shares the interpreter lock with helper threads (SQLite readers
+    # answering queries, alert delivery); at the default 5 ms a helper that wakes up can wait
+    # that long for its turn. 1 ms raised batch throughput by about a fifth while the writer
+    # process's pipes had threads too (bench/README.md); it keeps queries prompt under load.
+    # This is the server's own process, so the setting is ours to make.
     sys.setswitchinterval(_SWITCH_INTERVAL)
     # What exists now (modules, the app, its routes and models) lives as long as the
     # process: keep it out of the collector's full passes, which otherwise walk it again and

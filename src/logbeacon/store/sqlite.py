@@ -124,6 +124,8 @@ class SqliteStore(DerivedQueries):
             await asyncio.to_thread(writer.start)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the event store at {self.path}: {exc}") from exc
+        if isinstance(writer, WriterProcess):
+            writer.attach(asyncio.get_running_loop())
         self._writer = writer
         secret = await asyncio.to_thread(self._read_secret)
         self._cursors = CursorCodec(secret)
@@ -161,7 +163,10 @@ class SqliteStore(DerivedQueries):
         if self._writer is not None:
             writer = self._writer
             self._writer = None
-            await asyncio.to_thread(writer.stop)
+            if isinstance(writer, WriterProcess):
+                await writer.aclose()
+            else:
+                await asyncio.to_thread(writer.stop)
 
     async def __aenter__(self) -> SqliteStore:
         await self.open()
