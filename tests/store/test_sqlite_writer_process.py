@@ -254,3 +254,23 @@ def test_frames_split_anywhere_are_read_whole() -> None:
         got += _unframe(buffer)
         assert messages == got
         assert not buffer
+
+
+async def test_closing_while_a_new_child_starts_leaves_no_child(
+    tmp_path: Path, make_event: Callable[..., Event]
+) -> None:
+    """The store closes during the restart after a crash, while the replacement child is still
+    starting: that child is stopped too, never left holding the database."""
+    store = SqliteStore(tmp_path / "events.db", retention_days=None, writer_process=True)
+    await store.open()
+    (child,) = writer_children(os.getpid())
+    await store.append([make_event()])
+    child.kill()
+    deadline = time.monotonic() + 30
+    while not [c for c in writer_children(os.getpid()) if c.pid != child.pid]:
+        assert time.monotonic() < deadline, "no replacement was started"
+        await asyncio.sleep(0.01)
+    (replacement,) = [c for c in writer_children(os.getpid()) if c.pid != child.pid]
+    await store.close()  # the replacement is most likely still importing
+    replacement.wait(timeout=30)  # raises if it is still running
+    assert [] == writer_children(os.getpid())

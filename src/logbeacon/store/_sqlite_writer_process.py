@@ -253,9 +253,9 @@ class WriterProcess:
             return
         self._stopping = True
         if self._restarting is not None:
-            self._restarting.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._restarting
+            # Not cancelled: a child being started in a thread would be lost, still holding
+            # the database. The restart sees `_stopping` and stops what it started.
+            await self._restarting
         child = self._child
         if child is not None and not child.gone:
             # After every append already submitted: the child stops after the last batch.
