@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from logbeacon.exceptions import StoreError, StoreUnavailable
 from logbeacon.store._sqlite_codec import (
@@ -51,6 +51,14 @@ _WAL_CHECK_SECONDS: Final = 0.25
 _INSERT_EVENTS: Final = f"INSERT OR IGNORE INTO events ({INSERT_COLUMNS}) VALUES "  # noqa: S608
 
 Event = dict[str, Any]
+
+# `sqlite3` binds int, float, str and bytearray directly, but sends every other parameter —
+# None included — through its adapter lookup, which misses twice and builds and drops an
+# AttributeError on the way: 400 ns per NULL against 55 for an int, with about four NULLs in
+# an event's row. An adapter registered for None turns that into one dict hit and one C call
+# (150 ns). It returns None, which binds as NULL exactly as before; the registry is
+# process-wide, and this entry changes no result for anyone else who binds None.
+sqlite3.register_adapter(type(None), cast(Callable[[None], None], {}.get))  # a C call
 
 
 @dataclass(frozen=True, slots=True)
