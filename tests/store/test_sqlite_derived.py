@@ -518,6 +518,7 @@ async def test_migration_backfills_an_older_database(tmp_path: Path) -> None:
         ]
         for table in tables:
             conn.execute(f"DROP TABLE {table}")
+        conn.execute("ALTER TABLE state DROP COLUMN fts_gen")  # added by version 3
         conn.execute("PRAGMA user_version = 1")
     async with SqliteStore(path, retention_days=None) as store:
         stats = await store.stats()

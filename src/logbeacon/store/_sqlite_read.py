@@ -31,7 +31,7 @@ from logbeacon.store._sqlite_codec import (
 from logbeacon.store._sqlite_schema import KEY_SHIFT, key_micros
 from logbeacon.store.base import MAX_LIMIT, Page, Query
 
-__all__ = ["CursorCodec", "NameCache", "Reader", "fts_match"]
+__all__ = ["CursorCodec", "NameCache", "Reader", "fts_match", "uses_index"]
 
 Event = dict[str, Any]
 
@@ -185,6 +185,16 @@ def _key_terms(tokens: list[str], level_number: int | None) -> list[str]:
     return terms
 
 
+def uses_index(query: Query) -> bool:
+    """Whether `Reader._plan` walks the full-text index for this query (the same tests)."""
+    if query.q is not None and query.q.strip():
+        return True
+    if any(getattr(query, name) for name in KEY_FIELDS):
+        return True
+    level = LEVEL_NUMBERS.get(query.level) if query.level is not None else None
+    return level is not None and level >= LEVEL_NUMBERS[TOKEN_LEVELS[0]]
+
+
 # --------------------------------------------------------------------------- reader
 
 
@@ -224,11 +234,17 @@ class Reader:
         conn = self.conn
         conn.execute("BEGIN")
         try:
-            gen, max_bump = conn.execute("SELECT gen, max_bump FROM state").fetchone()
+            gen, max_bump, indexed = conn.execute(
+                "SELECT gen, max_bump, fts_gen FROM state"
+            ).fetchone()
             if position is not None:
                 upper, gen = position
             else:
                 upper = None
+                if uses_index(query):
+                    # The index may trail the table: rows after `indexed` are not in it yet,
+                    # and a later page must not find them there either.
+                    gen = indexed
             return self._page(query, limit, upper, gen, max_bump)
         finally:
             conn.execute("COMMIT")

@@ -14,7 +14,9 @@ Layout (docs/storage.md has the reasoning and the measured sizes):
   cheaper than one random b-tree insert per id per event, and a fraction of the size.
 - `names`: dictionary of low-cardinality strings (service, environment, event, node, logger,
   release); `events` stores their integer codes.
-- `state`: one row of counters kept in the same transactions as the data they count.
+- `state`: one row of counters kept in the same transactions as the data they count;
+  `fts_gen` is the commit generation up to which `fts` is complete (it trails the commits by
+  up to a quarter second, and readers flush it first: see `_sqlite_writer`).
 """
 
 from __future__ import annotations
@@ -93,9 +95,17 @@ def _v2_derived(conn: sqlite3.Connection) -> None:
     migrate_v2(conn)
 
 
+def _v3_trailing_index(conn: sqlite3.Connection) -> None:
+    """The full-text index trails commits: `fts_gen` is the generation up to which it is
+    complete. Every earlier database indexed in the commit itself, so it is complete."""
+    conn.execute("ALTER TABLE state ADD COLUMN fts_gen INTEGER NOT NULL DEFAULT 0")
+    conn.execute("UPDATE state SET fts_gen = gen")
+
+
 _MIGRATIONS: Final[tuple[Callable[[sqlite3.Connection], None], ...]] = (
     lambda conn: _script(conn, _V1),
     _v2_derived,
+    _v3_trailing_index,
 )
 
 SCHEMA_VERSION: Final = len(_MIGRATIONS)

@@ -1,4 +1,5 @@
-"""The single writer thread: group commit, chunked purges, periodic checkpoints.
+"""The single writer thread: group commit, trailing full-text index, chunked purges,
+periodic checkpoints.
 
 SQLite allows one writer at a time, so every write goes through this one thread and its one
 connection. Concurrent `append` calls queue up; the thread takes everything queued (up to a
@@ -10,12 +11,18 @@ The same thread also turns events into rows. Encoding on the callers' thread, or
 separate encoder thread, was measured slower: SQLite releases the GIL while it works, and a
 thread that wants it back waits up to a whole switch interval (5 ms) whenever another thread
 is busy in Python — once per statement. Multi-row INSERTs keep those hand-overs few.
+
+The full-text index is written after the commit, not in it: documents wait in memory and go
+in one transaction per `fts_delay` (FTS5 costs several times more per document in small
+transactions), or at once for a reader (`index_job`). `state.fts_gen` says how far the index
+is complete; after a crash `_catch_up_index` indexes the rest before appends are taken.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -41,6 +48,8 @@ from logbeacon.store.base import AppendResult
 
 __all__ = ["Writer", "WriterConfig", "check_admission"]
 
+log = logging.getLogger("logbeacon.store")
+
 _SLOT_MASK: Final = (1 << KEY_SHIFT) - 1
 _IN_CHUNK: Final = 900  # bound parameters per IN (...) lookup
 _ROWS_PER_STATEMENT: Final = 500
@@ -49,6 +58,10 @@ _CHECKPOINT_BUSY_MS: Final = 250
 _WAL_CHECKPOINT_BYTES: Final = 64 * 1024 * 1024
 _WAL_CHECK_SECONDS: Final = 0.25
 _INSERT_EVENTS: Final = f"INSERT OR IGNORE INTO events ({INSERT_COLUMNS}) VALUES "  # noqa: S608
+_INSERT_FTS: Final = "INSERT INTO fts (rowid, text) VALUES "
+# Documents held back beyond this while indexing keeps failing are left to the catch-up at
+# the next start (it indexes every row committed after `fts_gen`).
+_FTS_PENDING_MAX: Final = 1_000_000
 
 Event = dict[str, Any]
 
@@ -75,6 +88,11 @@ class WriterConfig:
     checkpoint_interval: float
     purge_chunk: int
     compress: bool
+    # The full-text index trails the commits: documents of committed events are indexed in
+    # one transaction per `fts_delay` seconds (or `fts_batch` documents), and at once when a
+    # reader asks (`index_job`).
+    fts_delay: float = 0.25
+    fts_batch: int = 20_000
 
 
 @dataclass(slots=True)
@@ -168,6 +186,11 @@ class Writer:
         self._combos: dict[tuple[str | None, ...], tuple[int | None, ...]] = {}
         self._last_checkpoint = time.monotonic()
         self._last_wal_check = 0.0
+        # Committed, not yet in the full-text index: flat (key, document, key, …), in commit
+        # order, and the time the oldest was committed. Everything up to `_fts_gen` is indexed.
+        self._fts_pending: list[Any] = []
+        self._fts_since = 0.0
+        self._fts_gen = 0
         self.pragmas: dict[str, Any] = {}  # as read back from the connection after opening
         # Counters for stats(); plain ints written by one thread, read by others.
         self.counters: dict[str, int] = {
@@ -179,6 +202,9 @@ class Writer:
             "rejected_calls": 0,
             "purged": 0,
             "checkpoints": 0,
+            "index_flushes": 0,
+            "index_pending": 0,
+            "index_caught_up": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -260,7 +286,11 @@ class Writer:
             max_db_bytes=cfg.max_db_bytes,
         )
         migrate(conn)
-        self._gen, self._max_bump = conn.execute("SELECT gen, max_bump FROM state").fetchone()
+        self._gen, self._max_bump, self._fts_gen = conn.execute(
+            "SELECT gen, max_bump, fts_gen FROM state"
+        ).fetchone()
+        if self._fts_gen != self._gen:
+            self._catch_up_index()
         self.pragmas = {
             name: conn.execute(f"PRAGMA {name}").fetchone()[0]
             for name in ("journal_mode", "synchronous", "busy_timeout", "foreign_keys")
@@ -277,8 +307,10 @@ class Writer:
             job: _Call | None = None
             with self._cond:
                 while not self._appends and not self._jobs and not self._stopping:
-                    timeout = self._last_checkpoint + self.config.checkpoint_interval
-                    timeout -= time.monotonic()
+                    deadline = self._last_checkpoint + self.config.checkpoint_interval
+                    if self._fts_pending:
+                        deadline = min(deadline, self._fts_since + self.config.fts_delay)
+                    timeout = deadline - time.monotonic()
                     if timeout <= 0:
                         break
                     self._cond.wait(timeout)
@@ -297,6 +329,7 @@ class Writer:
                     self._commit_group(group)
                 elif job is not None:
                     self._step_job(job)
+                self._maybe_index()
                 self._maybe_checkpoint()
             except Exception as exc:  # a bug must not leave callers waiting forever
                 for call in group:
@@ -326,6 +359,8 @@ class Writer:
         for call in jobs:
             _settle(call, error=StoreUnavailable("event store closed before the job ran", 1.0))
         try:
+            with contextlib.suppress(sqlite3.Error):  # the next start catches up instead
+                self._index_pending()
             self._checkpoint()
         finally:
             self._db.close()
@@ -423,13 +458,6 @@ class Writer:
                     results[index][position] = keep
                 keys = [key for key, keep in zip(keys, stored, strict=True) if keep]
                 fresh = [ee for ee, keep in zip(fresh, stored, strict=True) if keep]
-            if fresh:
-                _insert_flat(
-                    conn,
-                    "INSERT INTO fts (rowid, text) VALUES ",
-                    2,
-                    [v for ee, key in zip(fresh, keys, strict=True) for v in (key, ee.document)],
-                )
             max_bump = max(
                 [self._max_bump]
                 + [
@@ -459,6 +487,14 @@ class Writer:
         # Committed: only now does in-memory state follow.
         self._gen = gen
         self._max_bump = max_bump
+        if fresh:
+            pending = self._fts_pending
+            if not pending:
+                self._fts_since = time.monotonic()
+            for ee, key in zip(fresh, keys, strict=True):
+                pending.append(key)
+                pending.append(ee.document)
+            self.counters["index_pending"] = len(pending) // 2
         self._learn_codes(staged_codes)
         self.counters["transactions"] += 1
         self.counters["events_stored"] += len(fresh)
@@ -627,21 +663,27 @@ class Writer:
         """Delete the oldest chunk of expired events and their index entries.
 
         The full-text index is contentless, so removing a row means handing FTS5 the very
-        document it indexed; it is recomputed from the stored event.
+        document it indexed; it is recomputed from the stored event. A row committed after
+        `fts_gen` was never indexed: it leaves the pending documents instead. (Indexing them
+        first would need room the database may not have: purging is how a full one recovers.)
         """
         conn = self._db
         upper = (key_micros(before_micros) + self._max_bump + 1) << KEY_SHIFT
+        indexed_gen = self._fts_gen
         conn.execute("BEGIN IMMEDIATE")
         try:
             rows = conn.execute(
-                f"SELECT {ROW_COLUMNS} FROM events"  # noqa: S608 - constant column list
+                f"SELECT gen, {ROW_COLUMNS} FROM events"  # noqa: S608 - constant column list
                 " WHERE id < ? AND ts < ? ORDER BY id LIMIT ?",
                 (upper, before_micros, self.config.purge_chunk),
             ).fetchall()
             documents = [
-                ("delete", row[0], index_document(decode_event(row, self._name))) for row in rows
+                ("delete", row[1], index_document(decode_event(row[1:], self._name)))
+                for row in rows
+                if row[0] <= indexed_gen
             ]
-            _delete(conn, "DELETE FROM events WHERE id IN ", [row[0] for row in rows])
+            unindexed = {row[1] for row in rows if row[0] > indexed_gen}
+            _delete(conn, "DELETE FROM events WHERE id IN ", [row[1] for row in rows])
             _insert(conn, "INSERT INTO fts (fts, rowid, text) VALUES ", documents)
             conn.execute("UPDATE state SET events = events - ?", (len(rows),))
             purge_derived(conn, before_micros, self.config.purge_chunk)
@@ -650,8 +692,111 @@ class Writer:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        if unindexed:
+            pending = self._fts_pending
+            kept: list[Any] = []
+            for index in range(0, len(pending), 2):
+                if pending[index] not in unindexed:
+                    kept.append(pending[index])
+                    kept.append(pending[index + 1])
+            self._fts_pending = kept
+            self.counters["index_pending"] = len(kept) // 2
         self.counters["purged"] += len(rows)
         return len(rows)
+
+    # ------------------------------------------------------------------ full-text index
+
+    def submit_index(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """Index every committed event now; the future resolves once they are searchable."""
+        return self.submit_job(self.index_job(), loop)
+
+    def index_job(self) -> Callable[[], tuple[bool, Any]]:
+        """A job that brings the full-text index up to the last commit (for readers)."""
+
+        def step() -> tuple[bool, Any]:
+            self._index_pending()
+            return True, None
+
+        return step
+
+    def _maybe_index(self) -> None:
+        """Index what is pending once it is `fts_delay` old or `fts_batch` documents long.
+
+        Indexing in the commit itself cost a fifth of the ingest rate: FTS5 writes a segment
+        per transaction, and small segments cost more per document to write and to merge.
+        """
+        pending = self._fts_pending
+        if not pending:
+            return
+        if (
+            len(pending) < 2 * self.config.fts_batch
+            and time.monotonic() - self._fts_since < self.config.fts_delay
+        ):
+            return
+        try:
+            self._index_pending()
+        except sqlite3.Error as exc:  # the commits stand; try again next round
+            log.warning("full-text indexing failed, will retry: %s", exc)
+            if len(pending) > 2 * _FTS_PENDING_MAX:
+                log.error(
+                    "dropping %d unindexed documents from memory; the next start indexes them",
+                    len(pending) // 2,
+                )
+                self._fts_pending = []
+                self.counters["index_pending"] = 0
+
+    def _index_pending(self) -> None:
+        """Index every committed, unindexed document in one transaction, with `fts_gen`."""
+        pending = self._fts_pending
+        if not pending:
+            return
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            _insert_flat(conn, _INSERT_FTS, 2, pending)
+            conn.execute("UPDATE state SET fts_gen = ?", (self._gen,))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._fts_pending = []
+        self._fts_gen = self._gen
+        self.counters["index_flushes"] += 1
+        self.counters["index_pending"] = 0
+
+    def _catch_up_index(self) -> None:
+        """Index the rows a crash left unindexed: every one committed after `fts_gen`.
+
+        The documents are rebuilt from the stored events, as a purge rebuilds them. Finding
+        the rows scans the table once (there is no index on `gen`); it runs only after a
+        crash, and commits before the first append is taken.
+        """
+        conn = self._db
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(
+                f"SELECT {ROW_COLUMNS} FROM events WHERE gen > ?",  # noqa: S608 - constant
+                (self._fts_gen,),
+            )
+            count = 0
+            while chunk := rows.fetchmany(2000):
+                flat: list[Any] = []
+                for row in chunk:
+                    flat.append(row[0])
+                    flat.append(index_document(decode_event(row, self._name)))
+                _insert_flat(conn, _INSERT_FTS, 2, flat)
+                count += len(chunk)
+            conn.execute("UPDATE state SET fts_gen = gen")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._fts_gen = self._gen
+        self.counters["index_caught_up"] = count
+        if count:
+            log.warning("indexed %d events a crash had left out of the full-text index", count)
 
     # ------------------------------------------------------------------ checkpoints
 

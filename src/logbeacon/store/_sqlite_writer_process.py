@@ -86,7 +86,7 @@ class _Waiter:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     size: int  # events, for the backlog
-    kind: str  # "append" or "purge"
+    kind: str  # "append", "purge" or "index"
 
 
 def _frame(message: object) -> bytes:
@@ -290,13 +290,20 @@ class WriterProcess:
 
     def submit_purge(self, before_micros: int, loop: asyncio.AbstractEventLoop) -> Any:
         """Delete events older than `before_micros` (chunked between appends, in the child)."""
-        future: asyncio.Future[int] = loop.create_future()
+        return self._submit_job("purge", before_micros, loop)
+
+    def submit_index(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """Bring the full-text index up to the last commit; resolves once it is searchable."""
+        return self._submit_job("index", None, loop)
+
+    def _submit_job(self, kind: str, argument: Any, loop: asyncio.AbstractEventLoop) -> Any:
+        future: asyncio.Future[Any] = loop.create_future()
         with self._lock:
             if self._stopping:
                 raise StoreUnavailable("event store is closed; retry once it is open", 1.0)
             call_id = next(self._ids)
-            self._waiting[call_id] = _Waiter(loop, future, 0, "purge")
-        self._submit(("purge", call_id, before_micros), loop)
+            self._waiting[call_id] = _Waiter(loop, future, 0, kind)
+        self._submit((kind, call_id, argument), loop)
         return future
 
     def _submit(self, message: tuple[Any, ...], loop: asyncio.AbstractEventLoop) -> None:
@@ -622,6 +629,8 @@ def child_main(requests: Connection, replies: Connection, config: WriterConfig) 
             try:
                 if kind == "append":
                     future = writer.submit_append(argument, loop)
+                elif kind == "index":
+                    future = writer.submit_job(writer.index_job(), loop)
                 else:
                     future = writer.submit_job(writer.purge_job(argument), loop)
             except Exception as exc:  # closed or backlog full: answer at once

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal, TypeVar
 from logbeacon.exceptions import ConfigError, StoreError, StoreUnavailable
 from logbeacon.store._sqlite_codec import format_micros
 from logbeacon.store._sqlite_derived_read import DerivedQueries
-from logbeacon.store._sqlite_read import CursorCodec, NameCache, Reader
+from logbeacon.store._sqlite_read import CursorCodec, NameCache, Reader, uses_index
 from logbeacon.store._sqlite_schema import configure_connection
 from logbeacon.store._sqlite_writer import Writer, WriterConfig
 from logbeacon.store._sqlite_writer_process import WriterProcess
@@ -51,8 +51,12 @@ class SqliteStore(DerivedQueries):
     the writer do not take turns on one interpreter lock; `logbeacon serve` does that on
     machines with more than one core.
 
-    Every index, full text included, is updated in the committing transaction, so an
-    acknowledged event is at once visible to every filter and to `q`.
+    The table and its time key are written in the committing transaction. The full-text
+    index — which every id filter and `q` walk — trails it: the writer indexes what was
+    committed in one transaction per `index_delay` seconds (FTS5 costs several times more per
+    document in small transactions), and at once when a read needs it, so an acknowledged
+    event is still at once visible to every filter and to `q`. After a crash the next start
+    indexes whatever the crash left out before it takes appends.
     """
 
     kind = "sqlite"
@@ -74,6 +78,7 @@ class SqliteStore(DerivedQueries):
         readers: int = 4,
         compress: bool = True,
         writer_process: bool = False,
+        index_delay: float = 0.25,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise ConfigError(f"durability must be 'normal' or 'full', not {durability!r}")
@@ -96,6 +101,7 @@ class SqliteStore(DerivedQueries):
             checkpoint_interval=checkpoint_interval,
             purge_chunk=purge_chunk,
             compress=compress,
+            fts_delay=index_delay,
         )
         self._reader_count = max(1, readers)
         # A commit hook is a test seam that cannot cross into another process.
@@ -109,6 +115,7 @@ class SqliteStore(DerivedQueries):
         self._cursors: CursorCodec | None = None
         self._retention: asyncio.Task[None] | None = None
         self._closed = False
+        self._unindexed = False  # stored since the full-text index was last made complete
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -193,7 +200,27 @@ class SqliteStore(DerivedQueries):
         # thread only made both wait on each other for the GIL.
         future = writer.submit_append(list(events), asyncio.get_running_loop())
         result: AppendResult = await future
+        if any(result.stored):
+            self._unindexed = True
         return result
+
+    async def _searchable(self) -> None:
+        """Read-your-writes for the full-text index, which trails the commits.
+
+        Every filter on an id, and `q`, walks that index; when anything was stored since it
+        was last brought up to date, the writer indexes it now (one short transaction) before
+        the read. Pages of one query keep the generation the index was complete to, so none
+        skips or repeats an event indexed between them.
+        """
+        if not self._unindexed:
+            return
+        writer = self._require_writer()
+        self._unindexed = False
+        try:
+            await writer.submit_index(asyncio.get_running_loop())
+        except BaseException:
+            self._unindexed = True
+            raise
 
     async def purge(self, before: float) -> int:
         """Delete events older than `before` in small transactions between append groups."""
@@ -216,7 +243,7 @@ class SqliteStore(DerivedQueries):
         Uses `VACUUM INTO`, which reads one snapshot while appends go on; copying the file
         with `cp` while the server runs can produce a corrupt copy (it misses the WAL).
         """
-        self._require_writer()
+        await self._searchable()  # a copy with a complete index needs no catch-up
         target = Path(dest)
 
         def run() -> None:
@@ -262,10 +289,13 @@ class SqliteStore(DerivedQueries):
 
     async def query(self, query: Query) -> Page:
         """Events matching every filter, newest first; raises ValueError for a bad cursor."""
+        if uses_index(query):
+            await self._searchable()
         return await self._read(lambda reader: reader.query(query))
 
     async def trace(self, trace_id: str, limit: int = 10_000) -> list[Event]:
         """Every event of one trace, oldest first."""
+        await self._searchable()
         return await self._read(lambda reader: reader.trace(trace_id, limit))
 
     async def get(self, event_id: str) -> Event | None:
