@@ -61,7 +61,7 @@ _INSERT_EVENTS: Final = f"INSERT OR IGNORE INTO events ({INSERT_COLUMNS}) VALUES
 _INSERT_FTS: Final = "INSERT INTO fts (rowid, text) VALUES "
 # Documents held back beyond this while indexing keeps failing are left to the catch-up at
 # the next start (it indexes every row committed after `fts_gen`).
-_FTS_PENDING_MAX: Final = 1_000_000
+_FTS_PENDING_MAX: Final = 200_000  # documents, about 50 MB
 
 Event = dict[str, Any]
 
