@@ -15,7 +15,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from logbeacon.event import format_timestamp
+from logbeacon.store._sqlite_writer import Writer
 from logbeacon.store.base import Query
 from logbeacon.store.sqlite import SqliteStore
 from tests.store.conftest import BASE_TIME
@@ -235,3 +238,29 @@ async def test_an_older_database_counts_as_fully_indexed(
         assert 3 == len((await store.query(Query(q="dugong", limit=10))).events)
     gen, indexed = generations(path)
     assert gen == indexed
+
+
+async def test_failed_indexing_never_fails_an_append_and_is_retried(
+    tmp_path: Path, make_event: Callable[..., Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Indexing runs after the commit: when it fails the appends still succeed, the
+    documents wait, and the next round indexes them."""
+    path = tmp_path / "events.db"
+    async with SqliteStore(path, retention_days=None, index_delay=0.0) as store:
+        writer = store._writer
+        assert isinstance(writer, Writer)
+        real = writer._index_pending
+        failures = 0
+
+        def failing() -> None:
+            nonlocal failures
+            failures += 1
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(writer, "_index_pending", failing)
+        for _ in range(3):
+            assert [True] == (await store.append([make_event(message="manatee")])).stored
+        assert failures >= 3
+        assert 3 == (await store.stats()).details["index_pending"]
+        monkeypatch.setattr(writer, "_index_pending", real)
+        assert 3 == len((await store.query(Query(q="manatee", limit=10))).events)
