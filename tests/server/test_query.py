@@ -6,9 +6,11 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from logbeacon.event import format_timestamp
+from logbeacon.server.app import ServerApp
 from tests.server.conftest import FakeClock, Harness, HarnessFactory
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -303,3 +305,65 @@ async def test_unknown_trace_is_404_and_malformed_is_422(harness: Harness, clien
     assert (404, "trace_not_found") == (unknown.status_code, unknown.json()["error"])
     assert 422 == malformed.status_code
     assert "trace_id" in malformed.json()["message"]
+
+
+async def test_router_answers_traces_like_the_fast_path(make_harness: HarnessFactory) -> None:
+    """Trace lookups are answered before the router (`ServerApp`); behind a proxy prefix the
+    router's route answers. Both give the same statuses, bodies and headers: found, unknown,
+    no token, a credential that may not read, and `?token=` setting the read cookie."""
+    token = "read-token-FAKE-0123456789"
+    ingest_key = "ingest-key-FAKE-0123456789"
+    async with make_harness(read_tokens=(token,), ingest_keys=(ingest_key,)) as harness:
+        async with harness.client() as client:
+            await client.post(
+                "/v1/logs",
+                json=[{"event": "x", "trace_id": TRACE}],
+                headers={"authorization": f"Bearer {ingest_key}"},
+            )
+        app = harness.app
+        assert isinstance(app, ServerApp)
+        inner = app._trace_stack  # built by the first request
+        assert inner is not None
+        fast_calls = 0
+
+        async def counting(scope: Any, receive: Any, send: Any) -> None:
+            nonlocal fast_calls
+            fast_calls += 1
+            await inner(scope, receive, send)
+
+        app._trace_stack = counting
+        answers: dict[str, list[tuple[int, Any, str | None, str | None]]] = {}
+        for prefix, root_path in (("", ""), ("/proxy", "/proxy")):
+            transport = httpx.ASGITransport(
+                app=harness.app, client=("127.0.0.1", 1), root_path=root_path
+            )
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                calls = [
+                    client.get(f"{prefix}/v1/traces/{TRACE.upper()}", headers=bearer(token)),
+                    client.get(f"{prefix}/v1/traces/{'c' * 32}", headers=bearer(token)),
+                    client.get(f"{prefix}/v1/traces/{TRACE}"),
+                    client.get(f"{prefix}/v1/traces/{TRACE}", headers=bearer(ingest_key)),
+                    client.get(f"{prefix}/v1/traces/{TRACE}", params={"token": token}),
+                ]
+                responses = [await call for call in calls]
+            answers[prefix] = [
+                (
+                    r.status_code,
+                    r.json(),
+                    r.headers.get("www-authenticate"),
+                    r.headers.get("set-cookie"),
+                )
+                for r in responses
+            ]
+            assert all("nosniff" == r.headers["x-content-type-options"] for r in responses)
+    assert 5 == fast_calls  # the five calls without a prefix, none behind it
+    fast, routed = answers[""], answers["/proxy"]
+    assert [200, 404, 401, 403, 200] == [status for status, *_ in fast]
+    assert TRACE == fast[0][1]["trace_id"]
+    assert fast[4][3] is not None
+    assert "HttpOnly" in fast[4][3]
+    assert fast == routed
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}

@@ -98,7 +98,8 @@ def load_or_create_read_token(data_dir: Path) -> str:
 
 
 class ServerApp(FastAPI):
-    """FastAPI with a fast path for `POST /v1/logs`, the server's hot endpoint.
+    """FastAPI with fast paths for `POST /v1/logs`, the server's hot endpoint, and for
+    `GET /v1/traces/{id}` (`query.trace_endpoint`), the lookup support repeats most.
 
     A single-event POST (a browser beacon, an unbatched client) spent about two thirds of its
     CPU time in the framework: the error and exception middleware, matching every route,
@@ -109,29 +110,35 @@ class ServerApp(FastAPI):
     """
 
     _ingest_stack: ASGIApp | None = None
+    _trace_stack: ASGIApp | None = None
 
     def build_middleware_stack(self) -> ASGIApp:
         stack = super().build_middleware_stack()
-        fast: ASGIApp = ingest.endpoint
-        for cls, args, kwargs in reversed(self.user_middleware):
-            fast = cls(fast, *args, **kwargs)
-        self._ingest_stack = fast
+        self._ingest_stack = self._wrap(ingest.endpoint)
+        self._trace_stack = self._wrap(query.trace_endpoint)
         return stack
 
+    def _wrap(self, endpoint: ASGIApp) -> ASGIApp:
+        for cls, args, kwargs in reversed(self.user_middleware):
+            endpoint = cls(endpoint, *args, **kwargs)
+        return endpoint
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["method"] == "POST"
-            and scope["path"] == ingest.PATH
-            and not self.root_path
-            and not scope.get("root_path")
-        ):
-            if self.middleware_stack is None:
-                self.middleware_stack = self.build_middleware_stack()
-            assert self._ingest_stack is not None
-            scope["app"] = self
-            await self._ingest_stack(scope, receive, send)
-            return
+        if scope["type"] == "http" and not self.root_path and not scope.get("root_path"):
+            method, path = scope["method"], scope["path"]
+            fast = None
+            if method == "POST" and path == ingest.PATH:
+                fast = "_ingest_stack"
+            elif method == "GET" and query.is_trace_path(path):
+                fast = "_trace_stack"
+            if fast is not None:
+                if self.middleware_stack is None:
+                    self.middleware_stack = self.build_middleware_stack()
+                stack = getattr(self, fast)
+                assert stack is not None
+                scope["app"] = self
+                await stack(scope, receive, send)
+                return
         await super().__call__(scope, receive, send)
 
 

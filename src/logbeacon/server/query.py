@@ -4,21 +4,32 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Path, Request
+from starlette.types import Receive, Scope, Send
 
 from logbeacon.event import LEVELS, format_timestamp, parse_timestamp
 from logbeacon.exceptions import EventError
 from logbeacon.server.auth import ReadGrant, require_read
-from logbeacon.server.errors import ApiError, ApiResponse, error_responses
+from logbeacon.server.errors import ApiError, ApiResponse, error_response, error_responses
 from logbeacon.server.filters import parse_filters
-from logbeacon.server.state import get_state
+from logbeacon.server.state import ServerState, get_state
 from logbeacon.store.base import EXACT_FILTERS, MAX_LIMIT
 
-__all__ = ["EVENT_SCHEMA", "TRACE_EVENT_LIMIT", "router"]
+__all__ = [
+    "EVENT_SCHEMA",
+    "TRACE_EVENT_LIMIT",
+    "TRACE_PREFIX",
+    "is_trace_path",
+    "router",
+    "trace_endpoint",
+]
 
 TRACE_EVENT_LIMIT: Final = 10_000
+TRACE_PREFIX: Final = "/v1/traces/"
+_TRACE_ID: Final = re.compile(r"[0-9a-fA-F]{32}")
 _ERROR_LEVELS: Final = frozenset({"error", "critical"})
 
 EVENT_SCHEMA: Final[dict[str, Any]] = {
@@ -168,12 +179,44 @@ async def get_trace(
     grant: Annotated[ReadGrant, Depends(require_read)],
 ) -> ApiResponse:
     """Every event of one trace in time order, with the services involved and its span."""
+    # `ServerApp` answers valid ids through `trace_endpoint` before the router; this route
+    # declares the operation and answers behind a proxy prefix and for malformed ids (422).
+    return await _trace(get_state(request), trace_id, grant)
+
+
+async def _trace(state: ServerState, trace_id: str, grant: ReadGrant) -> ApiResponse:
     trace_id = trace_id.lower()
-    state = get_state(request)
     events = await state.store.trace(trace_id, limit=TRACE_EVENT_LIMIT)
     if not events:
         raise ApiError(404, "trace_not_found", "no events with this trace_id are stored")
     return grant.apply(ApiResponse(summarize_trace(trace_id, events)))
+
+
+def is_trace_path(path: str) -> bool:
+    """A trace lookup with a well-formed id: what `trace_endpoint` answers."""
+    return (
+        len(path) == len(TRACE_PREFIX) + 32
+        and path.startswith(TRACE_PREFIX)
+        and _TRACE_ID.fullmatch(path, len(TRACE_PREFIX)) is not None
+    )
+
+
+async def trace_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """`GET /v1/traces/{trace_id}` as a bare ASGI app, for the server's fast path.
+
+    Support looks traces up one after another, and of the ~1.3 ms of server CPU per lookup
+    only 0.3 ms was the store: the rest was routing, the error middleware and resolving the
+    security dependencies that exist for the OpenAPI document. Same checks, same answers.
+    """
+    request = Request(scope, receive)
+    state: ServerState = scope["app"].state.logbeacon
+    try:
+        token = state.auth.read(request)
+        grant = ReadGrant(token, secure=scope.get("scheme") == "https")
+        response = await _trace(state, scope["path"][len(TRACE_PREFIX) :], grant)
+    except Exception as exc:
+        response = error_response(exc)
+    await response(scope, receive, send)
 
 
 def summarize_trace(trace_id: str, events: list[dict[str, Any]]) -> dict[str, Any]:
