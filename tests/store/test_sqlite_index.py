@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from logbeacon.event import format_timestamp
+from logbeacon.store import _sqlite_writer
+from logbeacon.store._sqlite_read import uses_index
 from logbeacon.store._sqlite_writer import Writer
 from logbeacon.store.base import Query
 from logbeacon.store.sqlite import SqliteStore
@@ -264,3 +266,58 @@ async def test_failed_indexing_never_fails_an_append_and_is_retried(
         assert 3 == (await store.stats()).details["index_pending"]
         monkeypatch.setattr(writer, "_index_pending", real)
         assert 3 == len((await store.query(Query(q="manatee", limit=10))).events)
+
+
+async def test_dropped_pending_documents_are_rebuilt_from_the_table(
+    tmp_path: Path, make_event: Callable[..., Event], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When indexing keeps failing past the memory cap, the pending documents are dropped;
+    the next indexing takes every row after `fts_gen` from the table instead, so nothing is
+    lost and nothing is indexed twice."""
+    path = tmp_path / "events.db"
+    monkeypatch.setattr(_sqlite_writer, "_FTS_PENDING_MAX", 2)
+    async with SqliteStore(path, retention_days=None, index_delay=0.0) as store:
+        writer = store._writer
+        assert isinstance(writer, Writer)
+        real = writer._index_pending
+
+        def failing() -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+        monkeypatch.setattr(writer, "_index_pending", failing)
+        for _ in range(3):
+            await store.append([make_event(message="sturgeon") for _ in range(2)])
+        assert writer._fts_rebuild  # the first four documents were dropped at the cap
+        monkeypatch.setattr(writer, "_index_pending", real)
+        await store.append([make_event(message="sturgeon")])
+        assert 7 == len((await store.query(Query(q="sturgeon", limit=10))).events)
+        assert 6 <= (await store.stats()).details["index_caught_up"]
+    assert 7 == search(path, "sturgeon")
+    gen, indexed = generations(path)
+    assert gen == indexed
+
+
+async def test_uses_index_matches_the_plan(
+    store: SqliteStore, make_event: Callable[..., Event]
+) -> None:
+    """`uses_index` decides whether a read first brings the index up to date; it must name
+    exactly the queries whose plan walks the index, or a read could miss fresh events."""
+    await store.append(
+        [make_event(service="api", node="n", session_id="S", level="error", message="w")]
+    )
+    reader = store._reader()
+    queries = [
+        Query(),
+        Query(q="w"),
+        Query(q="   "),
+        Query(service="api"),
+        Query(node="n"),
+        Query(session_id="S"),
+        Query(level="info"),
+        Query(level="warn"),
+        Query(since=0.0),
+    ]
+    for query in queries:
+        plan = reader._plan(query, 10, None, 1, 0)
+        walks = plan is not None and "fts MATCH" in plan.sql
+        assert uses_index(query) == walks, query

@@ -59,8 +59,8 @@ _WAL_CHECKPOINT_BYTES: Final = 64 * 1024 * 1024
 _WAL_CHECK_SECONDS: Final = 0.25
 _INSERT_EVENTS: Final = f"INSERT OR IGNORE INTO events ({INSERT_COLUMNS}) VALUES "  # noqa: S608
 _INSERT_FTS: Final = "INSERT INTO fts (rowid, text) VALUES "
-# Documents held back beyond this while indexing keeps failing are left to the catch-up at
-# the next start (it indexes every row committed after `fts_gen`).
+# Documents held back beyond this while indexing keeps failing are dropped; the next indexing
+# reads every row committed after `fts_gen` back from the table instead.
 _FTS_PENDING_MAX: Final = 200_000  # documents, about 50 MB
 
 Event = dict[str, Any]
@@ -191,6 +191,8 @@ class Writer:
         self._fts_pending: list[Any] = []
         self._fts_since = 0.0
         self._fts_gen = 0
+        # Pending documents were dropped: the next indexing rebuilds them from the table.
+        self._fts_rebuild = False
         self.pragmas: dict[str, Any] = {}  # as read back from the connection after opening
         # Counters for stats(); plain ints written by one thread, read by others.
         self.counters: dict[str, int] = {
@@ -308,7 +310,7 @@ class Writer:
             with self._cond:
                 while not self._appends and not self._jobs and not self._stopping:
                     deadline = self._last_checkpoint + self.config.checkpoint_interval
-                    if self._fts_pending:
+                    if self._fts_pending or self._fts_rebuild:
                         deadline = min(deadline, self._fts_since + self.config.fts_delay)
                     timeout = deadline - time.monotonic()
                     if timeout <= 0:
@@ -726,7 +728,7 @@ class Writer:
         per transaction, and small segments cost more per document to write and to merge.
         """
         pending = self._fts_pending
-        if not pending:
+        if not pending and not self._fts_rebuild:
             return
         if (
             len(pending) < 2 * self.config.fts_batch
@@ -739,14 +741,23 @@ class Writer:
             log.warning("full-text indexing failed, will retry: %s", exc)
             if len(pending) > 2 * _FTS_PENDING_MAX:
                 log.error(
-                    "dropping %d unindexed documents from memory; the next start indexes them",
+                    "dropping %d unindexed documents from memory; indexing will read them back",
                     len(pending) // 2,
                 )
                 self._fts_pending = []
+                self._fts_rebuild = True
                 self.counters["index_pending"] = 0
 
     def _index_pending(self) -> None:
         """Index every committed, unindexed document in one transaction, with `fts_gen`."""
+        if self._fts_rebuild:
+            # Everything after `fts_gen` is unindexed, pending or dropped alike: take it
+            # from the table once (what a start after a crash does), never twice.
+            self._catch_up_index()
+            self._fts_pending = []
+            self._fts_rebuild = False
+            self.counters["index_pending"] = 0
+            return
         pending = self._fts_pending
         if not pending:
             return
@@ -766,11 +777,12 @@ class Writer:
         self.counters["index_pending"] = 0
 
     def _catch_up_index(self) -> None:
-        """Index the rows a crash left unindexed: every one committed after `fts_gen`.
+        """Index the rows a crash (or dropped pending documents) left unindexed: every one
+        committed after `fts_gen`.
 
         The documents are rebuilt from the stored events, as a purge rebuilds them. Finding
         the rows scans the table once (there is no index on `gen`); it runs only after a
-        crash, and commits before the first append is taken.
+        crash, where it commits before the first append is taken.
         """
         conn = self._db
         conn.execute("BEGIN IMMEDIATE")
@@ -794,9 +806,9 @@ class Writer:
                 conn.execute("ROLLBACK")
             raise
         self._fts_gen = self._gen
-        self.counters["index_caught_up"] = count
+        self.counters["index_caught_up"] += count
         if count:
-            log.warning("indexed %d events a crash had left out of the full-text index", count)
+            log.warning("indexed %d events missing from the full-text index", count)
 
     # ------------------------------------------------------------------ checkpoints
 
