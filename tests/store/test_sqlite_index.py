@@ -43,6 +43,15 @@ def search(path: Path, word: str) -> int:
     return int(row[0])
 
 
+async def wait_for(check: Callable[[], bool]) -> None:
+    """Poll `check` until it holds; fail after ten seconds."""
+    for _ in range(500):
+        if check():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("condition not met within ten seconds")
+
+
 async def test_acknowledged_events_are_found_at_once_though_the_index_trails(
     tmp_path: Path, make_event: Callable[..., Event]
 ) -> None:
@@ -246,26 +255,32 @@ async def test_failed_indexing_never_fails_an_append_and_is_retried(
     tmp_path: Path, make_event: Callable[..., Event], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Indexing runs after the commit: when it fails the appends still succeed, the
-    documents wait, and the next round indexes them."""
+    documents wait, retries back off instead of spinning, and a later round indexes them
+    without any read asking for it."""
     path = tmp_path / "events.db"
+    monkeypatch.setattr(_sqlite_writer, "_FTS_RETRY_FIRST", 0.2)
     async with SqliteStore(path, retention_days=None, index_delay=0.0) as store:
         writer = store._writer
         assert isinstance(writer, Writer)
         real = writer._index_pending
-        failures = 0
+        calls = 0
 
         def failing() -> None:
-            nonlocal failures
-            failures += 1
+            nonlocal calls
+            calls += 1
             raise sqlite3.OperationalError("disk I/O error")
 
         monkeypatch.setattr(writer, "_index_pending", failing)
         for _ in range(3):
             assert [True] == (await store.append([make_event(message="manatee")])).stored
-        assert failures >= 3
+        await wait_for(lambda: writer.counters["index_failures"] >= 1)
         assert 3 == (await store.stats()).details["index_pending"]
+        await asyncio.sleep(0.5)  # with no backoff this was thousands of attempts
+        assert calls <= 4
         monkeypatch.setattr(writer, "_index_pending", real)
+        await wait_for(lambda: writer.counters["index_pending"] == 0)
         assert 3 == len((await store.query(Query(q="manatee", limit=10))).events)
+        assert 1 <= writer.counters["index_flushes"]
 
 
 async def test_dropped_pending_documents_are_rebuilt_from_the_table(

@@ -62,6 +62,10 @@ _INSERT_FTS: Final = "INSERT INTO fts (rowid, text) VALUES "
 # Documents held back beyond this while indexing keeps failing are dropped; the next indexing
 # reads every row committed after `fts_gen` back from the table instead.
 _FTS_PENDING_MAX: Final = 200_000  # documents, about 50 MB
+# After a failed index flush, wait this long before the next (doubling up to the max), so a
+# failing disk costs a warning every few seconds, not a hot loop.
+_FTS_RETRY_FIRST: Final = 0.5
+_FTS_RETRY_MAX: Final = 30.0
 
 Event = dict[str, Any]
 
@@ -193,6 +197,9 @@ class Writer:
         self._fts_gen = 0
         # Pending documents were dropped: the next indexing rebuilds them from the table.
         self._fts_rebuild = False
+        # Backoff after a failed flush: no retry before `_fts_retry_at` (monotonic).
+        self._fts_retry_at = 0.0
+        self._fts_retry_wait = 0.0
         self.pragmas: dict[str, Any] = {}  # as read back from the connection after opening
         # Counters for stats(); plain ints written by one thread, read by others.
         self.counters: dict[str, int] = {
@@ -207,6 +214,7 @@ class Writer:
             "index_flushes": 0,
             "index_pending": 0,
             "index_caught_up": 0,
+            "index_failures": 0,
         }
 
     # ------------------------------------------------------------------ lifecycle
@@ -311,7 +319,8 @@ class Writer:
                 while not self._appends and not self._jobs and not self._stopping:
                     deadline = self._last_checkpoint + self.config.checkpoint_interval
                     if self._fts_pending or self._fts_rebuild:
-                        deadline = min(deadline, self._fts_since + self.config.fts_delay)
+                        due = max(self._fts_since + self.config.fts_delay, self._fts_retry_at)
+                        deadline = min(deadline, due)
                     timeout = deadline - time.monotonic()
                     if timeout <= 0:
                         break
@@ -728,25 +737,37 @@ class Writer:
         per transaction, and small segments cost more per document to write and to merge.
         """
         pending = self._fts_pending
+        if len(pending) > 2 * _FTS_PENDING_MAX:
+            # Only a failing index gets here (a healthy one flushes at `fts_batch`): bound
+            # the memory, and let the next flush read the documents back from the table.
+            log.error(
+                "dropping %d unindexed documents from memory; indexing will read them back",
+                len(pending) // 2,
+            )
+            self._fts_pending = pending = []
+            self._fts_rebuild = True
+            self.counters["index_pending"] = 0
         if not pending and not self._fts_rebuild:
+            return
+        now = time.monotonic()
+        if now < self._fts_retry_at:
             return
         if (
             len(pending) < 2 * self.config.fts_batch
-            and time.monotonic() - self._fts_since < self.config.fts_delay
+            and now - self._fts_since < self.config.fts_delay
         ):
             return
         try:
             self._index_pending()
-        except sqlite3.Error as exc:  # the commits stand; try again next round
-            log.warning("full-text indexing failed, will retry: %s", exc)
-            if len(pending) > 2 * _FTS_PENDING_MAX:
-                log.error(
-                    "dropping %d unindexed documents from memory; indexing will read them back",
-                    len(pending) // 2,
-                )
-                self._fts_pending = []
-                self._fts_rebuild = True
-                self.counters["index_pending"] = 0
+        except sqlite3.Error as exc:  # the commits stand; try again after a pause
+            self._fts_retry_wait = min(
+                _FTS_RETRY_MAX, max(_FTS_RETRY_FIRST, 2 * self._fts_retry_wait)
+            )
+            self._fts_retry_at = time.monotonic() + self._fts_retry_wait
+            self.counters["index_failures"] += 1
+            log.warning(
+                "full-text indexing failed, will retry in %.1f s: %s", self._fts_retry_wait, exc
+            )
 
     def _index_pending(self) -> None:
         """Index every committed, unindexed document in one transaction, with `fts_gen`."""
@@ -757,6 +778,7 @@ class Writer:
             self._fts_pending = []
             self._fts_rebuild = False
             self.counters["index_pending"] = 0
+            self._fts_retry_wait = self._fts_retry_at = 0.0
             return
         pending = self._fts_pending
         if not pending:
@@ -775,6 +797,7 @@ class Writer:
         self._fts_gen = self._gen
         self.counters["index_flushes"] += 1
         self.counters["index_pending"] = 0
+        self._fts_retry_wait = self._fts_retry_at = 0.0
 
     def _catch_up_index(self) -> None:
         """Index the rows a crash (or dropped pending documents) left unindexed: every one
