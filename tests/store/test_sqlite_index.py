@@ -87,11 +87,7 @@ async def test_a_quiet_writer_indexes_within_the_delay(
     path = tmp_path / "events.db"
     async with SqliteStore(path, retention_days=None, index_delay=0.2) as store:
         await store.append([make_event(message="narwhal") for _ in range(5)])
-        for _ in range(100):
-            if search(path, "narwhal") == 5:
-                break
-            await asyncio.sleep(0.05)
-        assert 5 == search(path, "narwhal")
+        await wait_for(lambda: search(path, "narwhal") == 5)
         gen, indexed = generations(path)
         assert gen == indexed
 
