@@ -271,7 +271,7 @@ async def test_failed_indexing_never_fails_an_append_and_is_retried(
             assert [True] == (await store.append([make_event(message="manatee")])).stored
         await wait_for(lambda: writer.counters["index_failures"] >= 1)
         assert 3 == (await store.stats()).details["index_pending"]
-        await asyncio.sleep(0.5)  # with no backoff this was thousands of attempts
+        await asyncio.sleep(0.5)  # with no backoff the writer retried without pausing
         assert calls <= 4
         monkeypatch.setattr(writer, "_index_pending", real)
         await wait_for(lambda: writer.counters["index_pending"] == 0)
